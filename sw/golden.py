@@ -1,0 +1,210 @@
+"""Golden integer model: the single definition of the bits of every hardware layer.
+
+Every function here takes and returns integer numpy arrays (int64) and is exact. The RTL of
+each layer in ``hw/`` must reproduce these values bit for bit, in the stream order stated
+here. Layout contract (DESIGN.md): NHWC, pixels in raster order, channels innermost; a stream
+of ``C`` channels with ``L`` lanes carries one pixel as ``C/L`` beats, lane ``j`` of beat ``b``
+holding channel ``b*L + j``.
+
+Window streams (sliding window generator and deformable sampler) have two orders, as in
+FINN's ConvolutionInputGenerator:
+
+* standard (feeds an MVAU): per output pixel, ``K*K*C`` values in order ``(ky, kx, c)``;
+  beats of ``SIMD`` channels.
+* depthwise (feeds a VVAU): per output pixel, ``(C/PE, K*K, PE)``: for each channel fold,
+  every kernel position in raster order, each a beat of ``PE`` channels.
+
+The golden functions return window streams with the last axes in stream order; flattening
+the array gives the exact sequence of values on the wire.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class GoldenModelError(ValueError):
+    """A golden-model layer was given an input that breaks its contract."""
+
+
+def _check_int(name: str, a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.equal(np.mod(a, 1), 0)):
+            raise GoldenModelError(f"{name}: expected integer values, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+def conv_output_dim(in_dim: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
+    """Output size (pixels) of a convolution window along one axis (PyTorch's formula)."""
+    return (in_dim + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def sliding_window(
+    x: np.ndarray,
+    kernel: int,
+    stride: int = 1,
+    pad: int = 0,
+    dilation: int = 1,
+    depthwise: bool = False,
+    lanes: int = 1,
+) -> np.ndarray:
+    """Sliding window generator (im2col on a stream).
+
+    Args:
+        x: input feature map, shape ``[H, W, C]`` (NHWC without N), integers.
+        kernel: K (square kernel).
+        stride, pad, dilation: in pixels; padding reads as 0 (zero point is 0).
+        depthwise: choose the depthwise stream order (see module docstring).
+        lanes: PE of the consuming VVAU (depthwise order only; ``C % lanes == 0``).
+
+    Returns:
+        standard: ``[OH, OW, K*K*C]`` with the last axis in order ``(ky, kx, c)``;
+        depthwise: ``[OH, OW, C/lanes, K*K, lanes]``.
+
+    Raises:
+        GoldenModelError: on shape or folding errors.
+    """
+    x = _check_int("sliding_window input", x)
+    if x.ndim != 3:
+        raise GoldenModelError(f"sliding_window expects [H, W, C], got shape {x.shape}")
+    h, w, c = x.shape
+    oh = conv_output_dim(h, kernel, stride, pad, dilation)
+    ow = conv_output_dim(w, kernel, stride, pad, dilation)
+    if oh <= 0 or ow <= 0:
+        raise GoldenModelError(f"sliding_window: kernel {kernel} does not fit input {h}x{w}")
+    xp = np.zeros((h + 2 * pad, w + 2 * pad, c), dtype=np.int64)
+    xp[pad : pad + h, pad : pad + w] = x
+    win = np.empty((oh, ow, kernel, kernel, c), dtype=np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            ys = ky * dilation
+            xs = kx * dilation
+            win[:, :, ky, kx, :] = xp[ys : ys + stride * (oh - 1) + 1 : stride,
+                                      xs : xs + stride * (ow - 1) + 1 : stride, :]
+    if not depthwise:
+        return win.reshape(oh, ow, kernel * kernel * c)
+    if c % lanes:
+        raise GoldenModelError(f"sliding_window: channels {c} not divisible by lanes {lanes}")
+    win = win.reshape(oh, ow, kernel * kernel, c // lanes, lanes)
+    return win.transpose(0, 1, 3, 2, 4).copy()
+
+
+def deformable_sample(x: np.ndarray, offsets: np.ndarray, max_offset: int, lanes: int = 1) -> np.ndarray:
+    """Hardware-friendly deformable sampling (DESIGN.md default form, CoDeNet FPGA'21).
+
+    For output pixel ``(y, x)`` with integer offset ``d = offsets[y, x]`` in ``[0, N]``, the
+    3x3 taps are ``(y + (ky-1)*d, x + (kx-1)*d)`` for ``ky, kx`` in 0..2; taps outside the
+    image read 0. ``d = 0`` samples the centre nine times, ``d = 1`` is a plain 3x3.
+
+    Args:
+        x: feature map ``[H, W, C]``.
+        offsets: ``[H, W]`` integers in ``[0, max_offset]``.
+        max_offset: N (7 in CoDeNet); the hardware line buffer holds ``2N+2`` rows.
+        lanes: PE of the consuming VVAU.
+
+    Returns:
+        ``[H, W, C/lanes, 9, lanes]`` in depthwise window order.
+
+    Raises:
+        GoldenModelError: offsets out of range or shapes that do not agree.
+    """
+    x = _check_int("deformable_sample input", x)
+    offsets = _check_int("deformable_sample offsets", offsets)
+    if x.ndim != 3 or offsets.shape != x.shape[:2]:
+        raise GoldenModelError(
+            f"deformable_sample: features {x.shape} and offsets {offsets.shape} disagree"
+        )
+    if offsets.min() < 0 or offsets.max() > max_offset:
+        raise GoldenModelError(
+            f"deformable_sample: offsets must lie in [0, {max_offset}], got "
+            f"[{offsets.min()}, {offsets.max()}]"
+        )
+    h, w, c = x.shape
+    if c % lanes:
+        raise GoldenModelError(f"deformable_sample: channels {c} not divisible by lanes {lanes}")
+    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    win = np.zeros((h, w, 9, c), dtype=np.int64)
+    for ky in range(3):
+        for kx in range(3):
+            ty = ys + (ky - 1) * offsets
+            tx = xs + (kx - 1) * offsets
+            inside = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+            vals = x[np.clip(ty, 0, h - 1), np.clip(tx, 0, w - 1)]
+            win[:, :, ky * 3 + kx] = np.where(inside[..., None], vals, 0)
+    win = win.reshape(h, w, 9, c // lanes, lanes)
+    return win.transpose(0, 1, 3, 2, 4).copy()
+
+
+def mvau(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Matrix-vector activation unit without activation: integer accumulators.
+
+    Args:
+        x: ``[..., MW]`` input vectors (for a convolution, the standard window order
+            ``(ky, kx, c)``).
+        weights: ``[MH, MW]`` signed integers (for a convolution, torch's ``[oc, ic, ky, kx]``
+            transposed to ``[oc, ky, kx, ic]`` and flattened).
+
+    Returns:
+        ``[..., MH]`` accumulators (int64; the hardware width is the compiler's
+        ``accumulator_bits``).
+    """
+    x = _check_int("mvau input", x)
+    weights = _check_int("mvau weights", weights)
+    if weights.ndim != 2 or x.shape[-1] != weights.shape[1]:
+        raise GoldenModelError(f"mvau: input {x.shape} does not match weights {weights.shape}")
+    return x @ weights.T
+
+
+def vvau(windows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Vector-vector activation unit (depthwise convolution) without activation.
+
+    Args:
+        windows: ``[..., C/PE, K*K, PE]`` depthwise window stream.
+        weights: ``[C, K*K]`` signed integers (torch's ``[C, 1, ky, kx]`` flattened).
+
+    Returns:
+        ``[..., C]`` accumulators, channel ``f*PE + j`` from fold ``f`` lane ``j``.
+    """
+    windows = _check_int("vvau input", windows)
+    weights = _check_int("vvau weights", weights)
+    folds, kk, pe = windows.shape[-3:]
+    if weights.shape != (folds * pe, kk):
+        raise GoldenModelError(
+            f"vvau: windows (C/PE={folds}, K*K={kk}, PE={pe}) do not match weights {weights.shape}"
+        )
+    w = weights.reshape(folds, pe, kk).transpose(0, 2, 1)  # [C/PE, K*K, PE]
+    acc = (windows * w).sum(axis=-2)  # [..., C/PE, PE]
+    return acc.reshape(*acc.shape[:-2], folds * pe)
+
+
+def requantize(acc: np.ndarray, multiplier: np.ndarray, bias: np.ndarray, shift: int,
+               out_min: int, out_max: int) -> np.ndarray:
+    """Per-channel integer requantisation: ``clamp((acc * M[c] + B[c]) >> shift, lo, hi)``.
+
+    ``>>`` is an arithmetic shift (floor division by ``2**shift``); rounding to nearest is
+    folded into ``B`` (it holds ``2**(shift-1)``). This is how batch norm, bias, the
+    per-channel weight scale and the activation scale of one layer reach the hardware.
+
+    Args:
+        acc: ``[..., C]`` accumulators.
+        multiplier: ``[C]`` non-negative integers M.
+        bias: ``[C]`` integers B (already scaled by M).
+        shift: S, bits.
+        out_min, out_max: output range, e.g. 0..255 for uint8, -128..127 for int8,
+            0..N for deformable offsets.
+
+    Returns:
+        ``[..., C]`` integers in ``[out_min, out_max]``.
+    """
+    acc = _check_int("requantize input", acc)
+    multiplier = _check_int("requantize multiplier", multiplier)
+    bias = _check_int("requantize bias", bias)
+    if multiplier.shape != (acc.shape[-1],) or bias.shape != (acc.shape[-1],):
+        raise GoldenModelError(
+            f"requantize: {acc.shape[-1]} channels but multiplier {multiplier.shape}, "
+            f"bias {bias.shape}"
+        )
+    # int64 is exact while |acc*M + B| < 2**63; the compiler bounds acc_bits + mul_bits.
+    y = (acc * multiplier + bias) >> shift
+    return np.clip(y, out_min, out_max)
