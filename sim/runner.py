@@ -10,6 +10,7 @@ whose path is in the environment variable ``DEFLOW_TB_CONFIG``; see :func:`load_
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -135,15 +136,18 @@ def run_cocotb(
         build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
-    runner.build(
-        verilog_sources=[vpath],
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        build_args=build_args,
-        waves=waves,
-        always=False,
-        log_file=build_dir / "build.log",
-    )
+    # pytest-xdist workers may build the same design at once: serialise on a lock file
+    with open(build_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runner.build(
+            verilog_sources=[vpath],
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            build_args=build_args,
+            waves=waves,
+            always=False,
+            log_file=build_dir / "build.log",
+        )
     env = {TB_CONFIG_ENV: str(cfg_path), "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + sys.path)}
     results = runner.test(
         test_module=test_module,

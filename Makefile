@@ -1,0 +1,35 @@
+# deflow: `make demo` runs the main job, `make test` the CI test suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+# keep tool caches inside the project folder
+export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
+export YOWASP_CACHE_DIR := $(CURDIR)/.cache/yowasp
+export XDG_CACHE_HOME := $(CURDIR)/.cache
+export PYTHONPATH := $(CURDIR)
+export MPLBACKEND := Agg
+JOBS ?= $(shell nproc)
+
+.PHONY: setup demo test test-all clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(PY) -m sw.cli demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -n $(JOBS) $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,176 @@
+"""The lowered hardware-layer graph: what the compiler produces, the golden model executes
+and the Amaranth top level is built from.
+
+A :class:`HWGraph` is a list of :class:`HWLayer` in topological order, connected by named
+:class:`TensorInfo` streams. Feature tensors are NHWC without the batch axis; every value on
+a stream is an integer of ``bits`` bits (``signed`` or not) whose real value is
+``scale * integer`` (zero point 0).
+
+Layer ops and their attributes (parameters are numpy integer arrays in ``params``):
+
+===================  ==========================================================================
+op                   attrs / params
+===================  ==========================================================================
+SlidingWindow        ifm_dim (H, W), channels, kernel, stride, pad, dilation, depthwise
+MVAU                 mh, mw, pixels; params ``weights`` [MH, MW], weight_bits
+VVAU                 channels, kernel_elems, pixels; params ``weights`` [C, K*K], weight_bits
+Requant              channels, pixels, shift, out_min, out_max; params ``multiplier``, ``bias`` [C]
+DeformableSampler    ifm_dim, channels, max_offset (inputs: features, offsets)
+Duplicate            (fan-out of one stream to two consumers)
+WidthConverter       in_lanes, out_lanes (inserted by folding where lane counts differ)
+===================  ==========================================================================
+
+Folding (``folding`` dict of a layer) uses FINN's names: ``PE`` (output lanes of MVAU/VVAU),
+``SIMD`` (input lanes of MVAU). Stream lane counts of the other layers follow from their
+neighbours (:func:`sw.folding.apply_folding`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class TensorInfo:
+    """A stream between layers.
+
+    Attributes:
+        name: unique tensor name (from the QONNX graph where it came from there).
+        shape: per frame; ``(H, W, C)`` for features, ``(H, W, C)`` of the accumulators for
+            ``acc`` tensors, ``(OH, OW, K*K*C)`` for windows.
+        bits: width of one value in bits.
+        signed: two's complement if true.
+        scale: real value of one LSB (``None`` for window/accumulator streams).
+        kind: ``feature`` | ``acc`` | ``window`` | ``dwwindow``.
+        lanes: values per beat once folded (1 before folding).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    bits: int
+    signed: bool
+    scale: float | None = None
+    kind: str = "feature"
+    lanes: int = 1
+
+    @property
+    def values_per_frame(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def beats_per_frame(self) -> int:
+        return self.values_per_frame // self.lanes
+
+
+@dataclass
+class HWLayer:
+    """One hardware layer: an op of the table in the module docstring."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    folding: dict = field(default_factory=dict)
+    source_node: str = ""  # the QONNX node it was lowered from, for error messages
+
+
+@dataclass
+class HWGraph:
+    """Hardware-layer graph of one accelerator (a single input and a single output stream)."""
+
+    layers: list[HWLayer]
+    tensors: dict[str, TensorInfo]
+    input: str
+    output: str
+
+    def layer(self, name: str) -> HWLayer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}")
+
+    def producer(self, tensor: str) -> HWLayer | None:
+        for layer in self.layers:
+            if tensor in layer.outputs:
+                return layer
+        return None
+
+    def consumers(self, tensor: str) -> list[HWLayer]:
+        return [layer for layer in self.layers if tensor in layer.inputs]
+
+    # -- serialisation ---------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "tensors": {k: vars(v) | {"shape": list(v.shape)} for k, v in self.tensors.items()},
+            "layers": [
+                {
+                    "name": l.name,
+                    "op": l.op,
+                    "inputs": l.inputs,
+                    "outputs": l.outputs,
+                    "attrs": _jsonable(l.attrs),
+                    "params": {k: v.astype(np.int64).tolist() for k, v in l.params.items()},
+                    "folding": l.folding,
+                    "source_node": l.source_node,
+                }
+                for l in self.layers
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "HWGraph":
+        tensors = {
+            k: TensorInfo(**(v | {"shape": tuple(v["shape"])})) for k, v in data["tensors"].items()
+        }
+        layers = [
+            HWLayer(
+                name=l["name"],
+                op=l["op"],
+                inputs=list(l["inputs"]),
+                outputs=list(l["outputs"]),
+                attrs={k: tuple(v) if isinstance(v, list) else v for k, v in l["attrs"].items()},
+                params={k: np.asarray(v, dtype=np.int64) for k, v in l["params"].items()},
+                folding=dict(l["folding"]),
+                source_node=l.get("source_node", ""),
+            )
+            for l in data["layers"]
+        ]
+        return cls(layers=layers, tensors=tensors, input=data["input"], output=data["output"])
+
+    def save(self, path: Path) -> None:
+        """Write the graph as JSON, atomically."""
+        write_text_atomic(Path(path), json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> "HWGraph":
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, np.integer):
+            v = int(v)
+        elif isinstance(v, np.floating):
+            v = float(v)
+        out[k] = v
+    return out
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: whole or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
