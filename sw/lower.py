@@ -187,12 +187,9 @@ class _Lowerer:
         if w_bits not in SUPPORTED_WEIGHT_BITS or not w_signed:
             raise self.fail(wq, f"weights must be signed with 2..8 bits, got {w_bits} bits "
                             f"{'signed' if w_signed else 'unsigned'}")
-        w_int_f = w_float / w_scale
-        w_int = np.round(w_int_f)
-        if np.max(np.abs(w_int_f - w_int)) > 1e-3:
-            raise self.fail(wq, "weights are not integers at their scale (unquantised weights?)")
+        # the Quant node's own semantics: round half to even (numpy/torch), then clamp
         lo, hi = self.int_range(w_bits, True, w_narrow)
-        w_int = np.clip(w_int, lo, hi).astype(np.int64)
+        w_int = np.clip(np.round(w_float / w_scale), lo, hi).astype(np.int64)
         cout, cin_g, kh, kw = w_int.shape
         s_w = np.broadcast_to(w_scale.reshape(-1), (cout,)) if w_scale.size in (1, cout) else None
         if s_w is None:

@@ -1,0 +1,214 @@
+"""Top level: one Amaranth component per hardware layer of a folded :class:`~sw.hwgraph.HWGraph`,
+stitched with FIFOs, behind an AXI-Stream slave (input frames) and master (output frames).
+
+Ports (Verilog names, AXI4-Stream as an AXI DMA expects them):
+
+* ``s_axis_tdata`` / ``s_axis_tvalid`` / ``s_axis_tready``: input pixels NHWC, one beat =
+  ``lanes`` channels of the input tensor, each in ``ceil(bits/8)`` bytes.
+* ``m_axis_tdata`` / ``m_axis_tvalid`` / ``m_axis_tready`` / ``m_axis_tlast``: output values
+  NHWC, one beat = ``lanes`` channels, each sign- or zero-extended to whole bytes; ``tlast`` on
+  the last beat of every frame.
+* ``cycle_count`` (32 bits): clock cycles since reset; ``frame_count`` (32 bits): output
+  frames completed. (AXI-Lite access to them comes with the board flow.)
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth import Cat, Const, Module, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from sw.hwgraph import HWGraph, HWLayer
+
+
+def _byte_width(bits: int) -> int:
+    return 8 * math.ceil(bits / 8)
+
+
+def build_layer(graph: HWGraph, layer: HWLayer):
+    """Instantiate the Amaranth component of one folded layer."""
+    from hw.mvau import MVAU
+    from hw.requant import Requantizer
+    from hw.stream_utils import StreamDuplicator, StreamWidthConverter
+    from hw.vvau import VVAU
+    from hw.window import DeformableSampler, SlidingWindowGenerator
+
+    a = layer.attrs
+    t_in = graph.tensors[layer.inputs[0]]
+    t_out = graph.tensors[layer.outputs[0]]
+    if layer.op == "SlidingWindow":
+        return SlidingWindowGenerator(
+            ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], kernel=a["kernel"],
+            stride=a["stride"], pad=a["pad"], dilation=a["dilation"], lanes=t_out.lanes,
+            depthwise=a["depthwise"], bits=t_in.bits, signed=t_in.signed)
+    if layer.op == "DeformableSampler":
+        return DeformableSampler(
+            ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], max_offset=a["max_offset"],
+            lanes=t_out.lanes, bits=t_in.bits, offset_bits=a["offset_bits"])
+    if layer.op == "MVAU":
+        return MVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
+                    simd=layer.folding["SIMD"], in_bits=t_in.bits, in_signed=t_in.signed,
+                    weight_bits=a["weight_bits"], acc_bits=t_out.bits)
+    if layer.op == "VVAU":
+        return VVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
+                    kernel_elems=a["kernel_elems"], in_bits=t_in.bits, in_signed=t_in.signed,
+                    weight_bits=a["weight_bits"], acc_bits=t_out.bits)
+    if layer.op == "Requant":
+        return Requantizer(multiplier=layer.params["multiplier"], bias=layer.params["bias"],
+                           shift=a["shift"], out_min=a["out_min"], out_max=a["out_max"],
+                           lanes=t_in.lanes, acc_bits=t_in.bits)
+    if layer.op == "Duplicate":
+        return StreamDuplicator(_payload_layout(t_in))
+    if layer.op == "WidthConverter":
+        return StreamWidthConverter(in_lanes=a["in_lanes"], out_lanes=a["out_lanes"],
+                                    bits=a["bits"], signed=a["signed"])
+    raise ValueError(f"layer {layer.name}: no hardware for op {layer.op}")
+
+
+def _payload_layout(t):
+    from amaranth import signed, unsigned
+    from amaranth.lib import data
+
+    return data.ArrayLayout(signed(t.bits) if t.signed else unsigned(t.bits), t.lanes)
+
+
+def layer_ports(layer: HWLayer, comp):
+    """(input stream ports in ``layer.inputs`` order, output stream ports in ``layer.outputs`` order)."""
+    if layer.op == "DeformableSampler":
+        return [comp.i, comp.offsets], [comp.o]
+    if layer.op == "Duplicate":
+        return [comp.i], [comp.o0, comp.o1]
+    return [comp.i], [comp.o]
+
+
+def expected_layer_cycles(graph: HWGraph, layer: HWLayer, comp=None) -> int:
+    """Expected cycles per frame of one layer, from its component's cycle model."""
+    comp = comp if comp is not None else build_layer(graph, layer)
+    if layer.op in ("MVAU", "VVAU", "Requant"):
+        return int(comp.expected_cycles(layer.attrs["pixels"]))
+    if layer.op in ("Duplicate", "WidthConverter"):
+        beats = max(graph.tensors[t].beats_per_frame for t in layer.inputs + layer.outputs)
+        return int(comp.expected_cycles(beats))
+    return int(comp.expected_cycles())
+
+
+class Accelerator(wiring.Component):
+    """The whole streaming accelerator of a folded hardware graph.
+
+    Args:
+        graph: folded :class:`HWGraph` (see :func:`sw.folding.apply_folding`).
+        fifo_depths: ``{tensor name: depth}`` for the FIFO on that stream; default 2.
+            The offsets stream of a deformable sampler needs ``(N + 2) * W`` entries, since the
+            sampler reads feature rows up to N ahead of the offsets it consumes
+            (:func:`default_fifo_depths`).
+    """
+
+    def __init__(self, graph: HWGraph, fifo_depths: dict[str, int] | None = None):
+        self.graph = graph
+        self.fifo_depths = default_fifo_depths(graph) | (fifo_depths or {})
+        tin, tout = graph.tensors[graph.input], graph.tensors[graph.output]
+        self.in_lane_bits, self.out_lane_bits = _byte_width(tin.bits), _byte_width(tout.bits)
+        self.in_width = tin.lanes * self.in_lane_bits
+        self.out_width = tout.lanes * self.out_lane_bits
+        super().__init__({
+            "s_axis_tdata": In(self.in_width),
+            "s_axis_tvalid": In(1),
+            "s_axis_tready": Out(1),
+            "m_axis_tdata": Out(self.out_width),
+            "m_axis_tvalid": Out(1),
+            "m_axis_tready": In(1),
+            "m_axis_tlast": Out(1),
+            "cycle_count": Out(32),
+            "frame_count": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.graph
+        sources = {}  # tensor -> producing stream port
+        sinks = {}  # tensor -> consuming stream port
+        for layer in g.layers:
+            comp = build_layer(g, layer)
+            m.submodules[layer.name] = comp
+            ins, outs = layer_ports(layer, comp)
+            for t, port in zip(layer.inputs, ins):
+                sinks[t] = port
+            for t, port in zip(layer.outputs, outs):
+                sources[t] = port
+
+        for t, dst in sinks.items():
+            if t == g.input:
+                continue
+            self._connect(m, t, sources[t], dst)
+
+        # AXI-Stream input: strip byte padding of each lane
+        tin = g.tensors[g.input]
+        dst = sinks[g.input]
+        lanes_in = [self.s_axis_tdata[i * self.in_lane_bits: i * self.in_lane_bits + tin.bits]
+                    for i in range(tin.lanes)]
+        m.d.comb += [
+            dst.payload.eq(Cat(*lanes_in)),
+            dst.valid.eq(self.s_axis_tvalid),
+            self.s_axis_tready.eq(dst.ready),
+        ]
+
+        # AXI-Stream output: sign/zero-extend each lane to bytes, tlast at the end of a frame
+        tout = g.tensors[g.output]
+        src = sources[g.output]
+        lanes_out = [_extend(Value.cast(src.payload[i]), self.out_lane_bits, tout.signed)
+                     for i in range(tout.lanes)]
+        beats = tout.beats_per_frame
+        beat = Signal(range(max(beats, 2)))
+        last = beat == beats - 1
+        m.d.comb += [
+            self.m_axis_tdata.eq(Cat(*lanes_out)),
+            self.m_axis_tvalid.eq(src.valid),
+            src.ready.eq(self.m_axis_tready),
+            self.m_axis_tlast.eq(last),
+        ]
+        with m.If(src.valid & self.m_axis_tready):
+            with m.If(last):
+                m.d.sync += [beat.eq(0), self.frame_count.eq(self.frame_count + 1)]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+        m.d.sync += self.cycle_count.eq(self.cycle_count + 1)
+        return m
+
+    def _connect(self, m, tensor, src, dst):
+        depth = self.fifo_depths.get(tensor, 2)
+        width = Value.cast(src.payload).shape().width
+        fifo = SyncFIFOBuffered(width=width, depth=depth)
+        m.submodules[f"fifo_{tensor}"] = fifo
+        m.d.comb += [
+            fifo.w_data.eq(src.payload),
+            fifo.w_en.eq(src.valid),
+            src.ready.eq(fifo.w_rdy),
+            dst.payload.eq(fifo.r_data),
+            dst.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(dst.ready),
+        ]
+
+
+def _extend(v: Value, width: int, is_signed: bool) -> Value:
+    """Sign- or zero-extend ``v`` to exactly ``width`` bits."""
+    extra = width - len(v)
+    if extra <= 0:
+        return v[:width]
+    fill = v[-1].replicate(extra) if is_signed else Const(0, extra)
+    return Cat(v, fill)
+
+
+def default_fifo_depths(graph: HWGraph) -> dict[str, int]:
+    """FIFO depths that keep the pipeline deadlock-free: 2 everywhere, except the offsets
+    input of each deformable sampler, which gets ``(N + 2) * W`` beats (rounded up to a power
+    of two) because the sampler buffers feature rows up to N ahead of the offset it needs."""
+    depths: dict[str, int] = {}
+    for layer in graph.layers:
+        if layer.op == "DeformableSampler":
+            h, w = layer.attrs["ifm_dim"]
+            need = (layer.attrs["max_offset"] + 2) * w
+            depths[layer.inputs[1]] = 1 << math.ceil(math.log2(need))
+    return depths

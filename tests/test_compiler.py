@@ -1,0 +1,160 @@
+"""Compiler: lowering of the slice network, golden model vs QONNX execution, folding rules,
+and refusals of unsupported graphs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from sw.execute import run_graph
+from sw.folding import apply_folding, load_folding
+from sw.lower import CompileError, lower_qonnx
+
+SLICE_FOLDING = "sw/configs/slice_folding.json"
+
+
+def test_slice_lowers_to_the_expected_hardware_layers(slice_onnx):
+    g = lower_qonnx(slice_onnx)
+    assert [l.op for l in g.layers] == [
+        "SlidingWindow", "MVAU", "Requant",          # conv0 3x3 s2
+        "SlidingWindow", "VVAU", "Requant",          # dw 3x3
+        "MVAU", "Requant",                           # pw 1x1
+        "Duplicate",                                 # features -> offset branch + sampler
+        "SlidingWindow", "MVAU", "Requant",          # offset branch 3x3 -> 1 channel
+        "DeformableSampler", "VVAU", "Requant",      # deformable depthwise 3x3
+        "MVAU", "Requant",                           # head 1x1
+    ]
+    offsets = g.layer("Requant_3")
+    assert (offsets.attrs["out_min"], offsets.attrs["out_max"]) == (0, 7)
+    assert g.tensors[g.output].shape == (32, 32, 8) and g.tensors[g.output].signed
+    assert g.layer("MVAU_0").attrs["weight_bits"] == 8
+    assert all(g.layer(n).attrs["weight_bits"] == 4 for n in ("VVAU_0", "MVAU_1", "MVAU_3"))
+
+
+def test_golden_model_tracks_qonnx_execution(slice_onnx, val_images):
+    """The integer model is within a few LSB of Brevitas' float semantics (measured)."""
+    from models.export import run_qonnx
+
+    g = apply_folding(lower_qonnx(slice_onnx), load_folding(SLICE_FOLDING))
+    scale = g.tensors[g.output].scale
+    for img in val_images:
+        gold = run_graph(g, img)[g.output]
+        ref = run_qonnx(slice_onnx, img[None].transpose(0, 3, 1, 2).astype(np.float32))
+        ref_int = np.round(ref[0].transpose(1, 2, 0) / scale).astype(np.int64)
+        diff = np.abs(gold - ref_int)
+        # a flipped offset rounding moves 9 taps, so a few LSB can differ locally
+        assert np.mean(diff == 0) > 0.99
+        assert diff.max() <= 8
+        assert gold.std() > 1.0  # not a degenerate (constant) output
+
+
+def test_golden_model_is_independent_of_folding(slice_onnx, val_images):
+    g = lower_qonnx(slice_onnx)
+    a = run_graph(apply_folding(g, {}), val_images[0])[g.output]
+    b = run_graph(apply_folding(g, load_folding(SLICE_FOLDING)), val_images[0])[g.output]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_folding_inserts_width_converters_where_lanes_differ(slice_onnx):
+    g = apply_folding(lower_qonnx(slice_onnx), load_folding(SLICE_FOLDING))
+    for layer in g.layers:
+        for port, t in enumerate(layer.inputs):
+            prod = g.producer(t)
+            if prod is not None and layer.op == "MVAU":
+                assert g.tensors[t].lanes == layer.folding["SIMD"]
+    dwcs = [l for l in g.layers if l.op == "WidthConverter"]
+    assert {(l.attrs["in_lanes"], l.attrs["out_lanes"]) for l in dwcs} == {(4, 32), (32, 4)}
+
+
+@pytest.mark.parametrize("layer,entry,rule", [
+    ("MVAU_0", {"PE": 3}, "MH % PE == 0 is broken: MH=16, PE=3"),
+    ("MVAU_1", {"SIMD": 5}, "MW % SIMD == 0 is broken: MW=16, SIMD=5"),
+    ("VVAU_0", {"PE": 5}, "C % PE == 0 is broken: C=16, PE=5"),
+    ("MVAU_0", {"SIMD": 9}, "C % SIMD == 0 is broken"),  # MW=27 allows 9, the SWG's C=3 does not
+])
+def test_folding_rule_violations_are_refused_naming_layer_and_rule(slice_onnx, layer, entry, rule):
+    g = lower_qonnx(slice_onnx)
+    with pytest.raises(CompileError) as exc:
+        apply_folding(g, {layer: entry})
+    assert rule in str(exc.value)
+    assert ("MVAU" in str(exc.value)) or ("VVAU" in str(exc.value)) or ("SlidingWindow" in str(exc.value))
+
+
+def test_folding_config_naming_an_unknown_layer_is_refused(slice_onnx):
+    with pytest.raises(CompileError, match="MVAU_99"):
+        apply_folding(lower_qonnx(slice_onnx), {"MVAU_99": {"PE": 1}})
+
+
+def test_bad_folding_file_is_refused(tmp_path):
+    p = tmp_path / "f.json"
+    p.write_text("{not json")
+    with pytest.raises(CompileError, match="not valid JSON"):
+        load_folding(p)
+    with pytest.raises(CompileError, match="does not exist"):
+        load_folding(tmp_path / "missing.json")
+
+
+def _quant(name, x, out, bits, signed):
+    return helper.make_node("Quant", [x, f"{name}_s", f"{name}_z", f"{name}_b"], [out], name=name,
+                            domain="qonnx.custom_op.general", signed=signed, narrow=0,
+                            rounding_mode="ROUND")
+
+
+def _quant_inits(name, scale, bits):
+    return [helper.make_tensor(f"{name}_s", TensorProto.FLOAT, [], [scale]),
+            helper.make_tensor(f"{name}_z", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor(f"{name}_b", TensorProto.FLOAT, [], [float(bits)])]
+
+
+def test_unsupported_op_is_refused_before_any_hdl(tmp_path):
+    """A MaxPool (not in the slice's layer set) is refused, naming the node and the rule."""
+    nodes = [_quant("q_in", "x", "xq", 8, 0),
+             helper.make_node("MaxPool", ["xq"], ["y"], name="pool0", kernel_shape=[2, 2],
+                              strides=[2, 2])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        initializer=_quant_inits("q_in", 1.0, 8))
+    path = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(graph), path)
+    with pytest.raises(CompileError, match=r"node 'pool0' \(MaxPool\): unsupported op"):
+        lower_qonnx(path)
+
+
+def test_conv_without_output_quant_is_refused(tmp_path):
+    w = np.ones((4, 3, 1, 1), dtype=np.float32)
+    nodes = [_quant("q_in", "x", "xq", 8, 0), _quant("q_w", "w", "wq", 4, 1),
+             helper.make_node("Conv", ["xq", "wq"], ["y"], name="conv0")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        initializer=_quant_inits("q_in", 1.0, 8) + _quant_inits("q_w", 1.0, 4)
+        + [onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(graph), path)
+    with pytest.raises(CompileError, match=r"node 'conv0' \(Conv\): a Conv must be followed by"):
+        lower_qonnx(path)
+
+
+def test_missing_or_corrupt_model_file_is_refused(tmp_path):
+    with pytest.raises(CompileError, match="does not exist"):
+        lower_qonnx(tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(CompileError, match="not a readable ONNX model"):
+        lower_qonnx(bad)
+
+
+def test_hw_graph_round_trips_through_json(slice_onnx, tmp_path):
+    g = apply_folding(lower_qonnx(slice_onnx), load_folding(SLICE_FOLDING))
+    g.save(tmp_path / "g.json")
+    from sw.hwgraph import HWGraph
+
+    g2 = HWGraph.load(tmp_path / "g.json")
+    x = np.random.default_rng(0).integers(0, 256, (64, 64, 3))
+    np.testing.assert_array_equal(run_graph(g, x)[g.output], run_graph(g2, x)[g2.output])
+    assert json.loads((tmp_path / "g.json").read_text())["output"] == g.output
