@@ -73,7 +73,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from models.data import find_voc_root, sample_images
+    from models.data import SKIMAGE_FALLBACK, find_voc_root, sample_images, voc_ids
     from models.export import export_qonnx, run_qonnx
     from models.slice import build_slice_model
     from sw.estimate import bottleneck, format_table
@@ -96,7 +96,9 @@ def cmd_demo(args) -> int:
     graph, est = res["graph"], res["estimates"]
     print(format_table(est))
 
-    images, names = sample_images(args.frames, 64, split="val", voc_root=voc, with_names=True)
+    images = sample_images(args.frames, 64, split="val", voc_root=voc)
+    names = (voc_ids(voc, "val")[: args.frames] if voc else
+             [SKIMAGE_FALLBACK[i % len(SKIMAGE_FALLBACK)] for i in range(args.frames)])
     print(f"[4/5] golden integer model vs QONNX (Brevitas) execution on {', '.join(names)}")
     out_info = graph.tensors[graph.output]
     for img, name in zip(images, names):
@@ -118,7 +120,7 @@ def cmd_demo(args) -> int:
           + (f", {run.cycles[-1]} (steady state)" if len(run.cycles) > 1 else "")
           + f"; expected initiation interval {bn.cycles} (bottleneck {bn.name})")
     print(f"Verilog:  {res['verilog']}")
-    wave = run.build_dir / "dump.fst"
+    wave = run.build_dir / "dump.vcd"
     print(f"waveform: {wave if wave.exists() else 'not written (run with --waves)'}")
     print(f"done in {time.time() - t0:.0f} s: {'bit-exact' if total == 0 else f'{total} mismatches'}")
     return 0 if total == 0 else 1
