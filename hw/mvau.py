@@ -1,0 +1,394 @@
+"""Matrix-vector unit (FINN's MatrixVectorActivation without thresholds).
+
+Also home of the pieces the other accumulate-and-emit layers (``hw.vvau``, ``hw.requant``)
+share: exact integer-range helpers and the credit-counted output FIFO that lets a stall-free
+pipeline sit behind a back-pressured output stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Cat, Elaboratable, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = [
+    "MVAU",
+    "CreditedOutput",
+    "signed_bits",
+    "value_range",
+    "dot_range",
+    "accumulator_bits",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# integer range helpers (exact, from the actual constants)
+# --------------------------------------------------------------------------------------------
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Fewest bits of a two's complement signal holding every integer in ``[lo, hi]`` (>= 1)."""
+    lo, hi = int(lo), int(hi)
+    bits = 1
+    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
+
+
+def value_range(bits: int, is_signed: bool) -> tuple[int, int]:
+    """``(min, max)`` of a ``bits``-wide signal."""
+    if is_signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def dot_range(weights: np.ndarray, in_bits: int, in_signed: bool) -> tuple[int, int]:
+    """Exact ``(min, max)`` of ``x @ weights.T`` over every input vector ``x`` of the type.
+
+    Each term ``w*x`` reaches its extremes at an end of the input range, independently of the
+    other terms, so the row bound is the sum of the per-term extremes; the result is the
+    worst row. Because every term's range contains 0, every partial sum (the accumulator
+    between folds) lies inside the same bound.
+    """
+    w = np.asarray(weights, dtype=object).reshape(-1, np.asarray(weights).shape[-1])
+    x_lo, x_hi = value_range(in_bits, in_signed)
+    a, b = w * x_lo, w * x_hi
+    lo = np.minimum(a, b).sum(axis=1)
+    hi = np.maximum(a, b).sum(axis=1)
+    return int(min(lo.min(), 0)), int(max(hi.max(), 0))
+
+
+def accumulator_bits(weights: np.ndarray, in_bits: int, in_signed: bool) -> int:
+    """Width of the signed accumulator that holds every dot product exactly.
+
+    This is FINN's ``minimize_accumulator_width`` idea: sized from the actual weights, not from
+    the weight type, so it is never wider than the type bound
+    ``in_bits + weight_bits + ceil(log2(MW)) (+1 if the input is unsigned)`` and usually
+    narrower. ``weights`` is ``[rows, terms]`` (MVAU ``[MH, MW]``, VVAU ``[C, K*K]``).
+    """
+    return signed_bits(*dot_range(weights, in_bits, in_signed))
+
+
+def _check_weights(name: str, weights, weight_bits: int) -> np.ndarray:
+    w = np.asarray(weights)
+    if w.ndim != 2 or w.size == 0:
+        raise ValueError(f"{name}: weights must be a non-empty 2-D array, got shape {w.shape}")
+    if not np.issubdtype(w.dtype, np.integer):
+        if not np.all(np.mod(w, 1) == 0):
+            raise ValueError(f"{name}: weights must be integers, got dtype {w.dtype}")
+    w = w.astype(np.int64)
+    lo, hi = value_range(weight_bits, True)
+    if w.min() < lo or w.max() > hi:
+        raise ValueError(
+            f"{name}: weights span [{w.min()}, {w.max()}], outside int{weight_bits} [{lo}, {hi}]"
+        )
+    return w
+
+
+def _resolve_acc_bits(name: str, weights, in_bits: int, in_signed: bool, acc_bits) -> int:
+    need = accumulator_bits(weights, in_bits, in_signed)
+    if acc_bits is None:
+        return need
+    if acc_bits < need:
+        lo, hi = dot_range(weights, in_bits, in_signed)
+        raise ValueError(
+            f"{name}: acc_bits={acc_bits} cannot hold the accumulator range [{lo}, {hi}] "
+            f"(needs {need} signed bits)"
+        )
+    return int(acc_bits)
+
+
+def _pack(values, bits: int) -> int:
+    """Lane 0 in the least significant bits; negative values in two's complement."""
+    mask = (1 << bits) - 1
+    word = 0
+    for k, v in enumerate(values):
+        word |= (int(v) & mask) << (k * bits)
+    return word
+
+
+# --------------------------------------------------------------------------------------------
+# credit-counted output stage
+# --------------------------------------------------------------------------------------------
+
+class CreditedOutput(Elaboratable):
+    """Output FIFO behind a stall-free pipeline of fixed latency, with credit counting.
+
+    The pipeline never stalls once a beat is issued, so back-pressure is handled only at
+    issue: the producer raises ``reserve`` in the cycle it issues a beat that will arrive on
+    ``w_en`` exactly ``latency`` cycles later, and may do so only while ``can_reserve`` is
+    high. ``count`` (a register) is the number of reserved slots: results in flight plus
+    results in the FIFO; it decrements when the output handshake completes. Since
+    ``count <= depth`` always holds, the FIFO is never written when full (a result written
+    at cycle ``t`` was counted since its issue, and it is the only thing that can fill its slot).
+
+    Depth: a reserved slot is held from the cycle after issue until the output handshake
+    ``latency + 2`` cycles after issue (the buffered FIFO shows a written word two cycles
+    later), i.e. ``latency + 2`` cycles, and the decrement is seen one cycle after that. Full
+    throughput (one result per cycle with ``o.ready`` always high) therefore needs
+    ``depth = latency + 3``, which is what is used. ``can_reserve`` is registered state only,
+    so no combinational path runs from ``o.ready`` to the producer's input ``ready``.
+
+    Write-to-output latency: 2 cycles (``SyncFIFOBuffered``).
+    """
+
+    FIFO_LATENCY = 2
+
+    def __init__(self, width: int, latency: int):
+        self.width = width
+        self.latency = latency
+        self.depth = latency + 1 + self.FIFO_LATENCY
+        self.reserve = Signal()
+        self.can_reserve = Signal()
+        self.w_en = Signal()
+        self.w_data = Signal(width)
+        self.r_valid = Signal()
+        self.r_ready = Signal()
+        self.r_data = Signal(width)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.width, depth=self.depth)
+        count = Signal(range(self.depth + 1))
+        done = Signal()
+        m.d.comb += [
+            fifo.w_en.eq(self.w_en),
+            fifo.w_data.eq(self.w_data),
+            self.r_valid.eq(fifo.r_rdy),
+            self.r_data.eq(fifo.r_data),
+            fifo.r_en.eq(self.r_ready),
+            done.eq(fifo.r_rdy & self.r_ready),
+            self.can_reserve.eq(count < self.depth),
+        ]
+        take = self.reserve & self.can_reserve
+        with m.If(take & ~done):
+            m.d.sync += count.eq(count + 1)
+        with m.Elif(~take & done):
+            m.d.sync += count.eq(count - 1)
+        return m
+
+
+# --------------------------------------------------------------------------------------------
+# MVAU
+# --------------------------------------------------------------------------------------------
+
+class MVAU(wiring.Component):
+    """Folded matrix-vector unit: ``o = W @ x`` with integer accumulators (no thresholds).
+
+    FINN's MatrixVectorActivation (``noActivation=1``) as an Amaranth component.
+
+    Parameters:
+        weights: ``[MH, MW]`` signed integers in the ``weight_bits`` range.
+        pe: output lanes; ``MH % PE == 0``.
+        simd: input lanes; ``MW % SIMD == 0``.
+        in_bits, in_signed: input element type (uint8 by default).
+        weight_bits: weight type (int4 by default; weights must fit).
+        acc_bits: accumulator width; default :func:`accumulator_bits` (exact range from the
+            actual weights, FINN's minimised accumulator). A smaller value is refused.
+
+    Streams (``docs/hw_conventions.md``):
+        ``i``: ``ArrayLayout(unsigned|signed(in_bits), SIMD)``; one input vector is
+            ``SF = MW/SIMD`` beats, beat ``s`` lane ``j`` holding element ``s*SIMD + j``.
+        ``o``: ``ArrayLayout(signed(acc_bits), PE)``; one output vector is ``NF = MH/PE``
+            beats, beat ``n`` lane ``p`` holding ``sw.golden.mvau(x, W)[n*PE + p]``.
+
+    Folding and cycles: ``NF*SF`` cycles per vector (FINN's formula
+    ``(MH/PE)*(MW/SIMD)*pixels``). Neuron fold 0 consumes the ``SF`` input beats and writes
+    them to an input buffer (``SF`` words of ``SIMD*in_bits``, only when ``NF > 1``); folds
+    ``1..NF-1`` re-read the buffer, so input is accepted only during fold 0 (as in FINN).
+    Vectors run back to back with no bubble.
+
+    Datapath (stall-free, back-pressure absorbed at issue by :class:`CreditedOutput`):
+        issue (weight ROM and buffer addresses, input register) -> ROM/buffer data with the
+        ``PE*SIMD`` products registered (each ``in_bits x weight_bits`` multiplier has
+        registered inputs and output: DSP- or LUT-mappable) -> [per-PE SIMD adder tree
+        registered, only when SIMD > 1] -> accumulator register (clear on the first synapse
+        fold) -> output FIFO on the last synapse fold.
+        Weight ROM: ``amaranth.lib.memory.Memory``, depth ``NF*SF``, width
+        ``PE*SIMD*weight_bits``, synchronous read (BRAM/LUTRAM); word ``n*SF + s`` lane
+        ``p*SIMD + j`` holds ``W[n*PE + p, s*SIMD + j]``.
+
+    :meth:`expected_cycles`: ``NF*SF*pixels + latency + 2`` from the first input handshake
+    to the last output handshake inclusive, with ``latency`` = issue-to-FIFO-write cycles
+    (3, or 4 when SIMD > 1) and 2 the FIFO's write-to-read latency.
+    """
+
+    def __init__(self, *, weights: np.ndarray, pe: int, simd: int, in_bits: int = 8,
+                 in_signed: bool = False, weight_bits: int = 4, acc_bits: int | None = None):
+        w = _check_weights("MVAU", weights, weight_bits)
+        mh, mw = w.shape
+        if pe < 1 or mh % pe:
+            raise ValueError(f"MVAU folding rule MH % PE == 0 broken: MH={mh}, PE={pe}")
+        if simd < 1 or mw % simd:
+            raise ValueError(f"MVAU folding rule MW % SIMD == 0 broken: MW={mw}, SIMD={simd}")
+        self.weights = w
+        self.mh, self.mw, self.pe, self.simd = mh, mw, pe, simd
+        self.nf, self.sf = mh // pe, mw // simd
+        self.in_bits, self.in_signed = in_bits, in_signed
+        self.weight_bits = weight_bits
+        self.acc_bits = _resolve_acc_bits("MVAU", w, in_bits, in_signed, acc_bits)
+        # payload shape information for the compiler
+        self.in_lanes, self.out_lanes = simd, pe
+        self.out_bits, self.out_signed = self.acc_bits, True
+        # issue -> FIFO write: input/ROM register, product register, [tree register], acc
+        self.latency = 3 + (1 if simd > 1 else 0)
+        self.cycles_per_vector = self.nf * self.sf
+        in_shape = signed(in_bits) if in_signed else unsigned(in_bits)
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(in_shape, simd))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(self.acc_bits), pe))),
+        })
+
+    def expected_cycles(self, pixels: int) -> int:
+        """Stall-free cycles for ``pixels`` input vectors, first input to last output beat.
+
+        ``(MH/PE)*(MW/SIMD)*pixels`` (FINN) plus the fill latency ``latency + 2``.
+        """
+        return self.cycles_per_vector * pixels + self.latency + CreditedOutput.FIFO_LATENCY
+
+    def rom_init(self) -> list[int]:
+        """Weight ROM contents (see the class docstring for the word layout)."""
+        pe, simd, wb = self.pe, self.simd, self.weight_bits
+        words = []
+        for n in range(self.nf):
+            for s in range(self.sf):
+                block = self.weights[n * pe:(n + 1) * pe, s * simd:(s + 1) * simd]
+                words.append(_pack(block.reshape(-1), wb))
+        return words
+
+    def elaborate(self, platform):
+        m = Module()
+        pe, simd, nf_n, sf_n = self.pe, self.simd, self.nf, self.sf
+        wb, ib = self.weight_bits, self.in_bits
+
+        m.submodules.out = out = CreditedOutput(pe * self.acc_bits, self.latency)
+        m.d.comb += [
+            self.o.valid.eq(out.r_valid),
+            self.o.payload.eq(out.r_data),
+            out.r_ready.eq(self.o.ready),
+        ]
+
+        m.submodules.rom = rom = Memory(shape=unsigned(pe * simd * wb), depth=nf_n * sf_n,
+                                        init=self.rom_init())
+        rom_rd = rom.read_port()
+
+        # ---- issue stage -------------------------------------------------------------------
+        nf = Signal(range(nf_n))
+        sf = Signal(range(sf_n))
+        addr = Signal(range(nf_n * sf_n))
+        first_sf = sf == 0
+        last_sf = sf == sf_n - 1
+        fold0 = nf == 0
+        # only the beat that closes an accumulation needs an output slot
+        slot_ok = ~last_sf | out.can_reserve
+        issue = Signal()
+        m.d.comb += [
+            self.i.ready.eq(fold0 & slot_ok),
+            issue.eq(slot_ok & (~fold0 | self.i.valid)),
+            out.reserve.eq(issue & last_sf),
+            rom_rd.addr.eq(addr),
+        ]
+        with m.If(issue):
+            if nf_n * sf_n > 1:
+                with m.If(addr == nf_n * sf_n - 1):
+                    m.d.sync += addr.eq(0)
+                with m.Else():
+                    m.d.sync += addr.eq(addr + 1)
+            with m.If(last_sf):
+                m.d.sync += sf.eq(0)
+                with m.If(nf == nf_n - 1):
+                    m.d.sync += nf.eq(0)
+                with m.Else():
+                    m.d.sync += nf.eq(nf + 1)
+            with m.Else():
+                m.d.sync += sf.eq(sf + 1)
+
+        # ---- stage 1: input register / input buffer read, weight ROM read -----------------
+        x_in = Signal(simd * ib)
+        m.d.sync += x_in.eq(self.i.payload.as_value())
+        v1, first1, last1, fold0_1 = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(issue), first1.eq(first_sf), last1.eq(last_sf), fold0_1.eq(fold0)]
+        if nf_n > 1:
+            # folds after the first re-read the vector that fold 0 took from the stream
+            m.submodules.ibuf = ibuf = Memory(shape=unsigned(simd * ib), depth=sf_n, init=[])
+            ib_wr = ibuf.write_port()
+            ib_rd = ibuf.read_port()
+            m.d.comb += [
+                ib_wr.addr.eq(sf),
+                ib_wr.data.eq(self.i.payload.as_value()),
+                ib_wr.en.eq(issue & fold0),
+                ib_rd.addr.eq(sf),
+            ]
+            x1 = Signal(simd * ib)
+            m.d.comb += x1.eq(x_in)
+            with m.If(~fold0_1):
+                m.d.comb += x1.eq(ib_rd.data)
+        else:
+            x1 = x_in
+
+        def lane_x(s):
+            v = x1[s * ib:(s + 1) * ib]
+            return v.as_signed() if self.in_signed else v
+
+        def lane_w(p, s):
+            k = p * simd + s
+            return rom_rd.data[k * wb:(k + 1) * wb].as_signed()
+
+        # ---- stage 2: products (registered multiplier outputs) -----------------------------
+        x_lo, x_hi = value_range(ib, self.in_signed)
+        w_lo, w_hi = value_range(wb, True)
+        ends = [x_lo * w_lo, x_lo * w_hi, x_hi * w_lo, x_hi * w_hi]
+        prod_shape = signed(signed_bits(min(ends), max(ends)))
+        prods = [[Signal(prod_shape, name=f"prod_{p}_{s}") for s in range(simd)]
+                 for p in range(pe)]
+        for p in range(pe):
+            for s in range(simd):
+                m.d.sync += prods[p][s].eq(lane_x(s) * lane_w(p, s))
+        v2, first2, last2 = Signal(), Signal(), Signal()
+        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
+
+        # ---- stage 3 (SIMD > 1): per-PE adder tree, registered ----------------------------
+        acc_shape = signed(self.acc_bits)
+        if simd > 1:
+            dots = [Signal(acc_shape, name=f"dot_{p}") for p in range(pe)]
+            for p in range(pe):
+                m.d.sync += dots[p].eq(_tree_sum(prods[p]))
+            va, firsta, lasta = Signal(), Signal(), Signal()
+            m.d.sync += [va.eq(v2), firsta.eq(first2), lasta.eq(last2)]
+        else:
+            dots = [prods[p][0] for p in range(pe)]
+            va, firsta, lasta = v2, first2, last2
+
+        # ---- accumulate; the last synapse fold's sum goes to the output FIFO --------------
+        accs = [Signal(acc_shape, name=f"acc_{p}") for p in range(pe)]
+        with m.If(va):
+            for p in range(pe):
+                with m.If(firsta):
+                    m.d.sync += accs[p].eq(dots[p])
+                with m.Else():
+                    m.d.sync += accs[p].eq(accs[p] + dots[p])
+        vo = Signal()
+        m.d.sync += vo.eq(va & lasta)
+        m.d.comb += [
+            out.w_en.eq(vo),
+            out.w_data.eq(_cat_lanes(accs)),
+        ]
+        return m
+
+
+def _tree_sum(values):
+    """Balanced adder tree (depth ceil(log2(n))) rather than a chain."""
+    values = list(values)
+    while len(values) > 1:
+        nxt = [values[k] + values[k + 1] for k in range(0, len(values) - 1, 2)]
+        if len(values) % 2:
+            nxt.append(values[-1])
+        values = nxt
+    return values[0]
+
+
+def _cat_lanes(lanes):
+    """Lane 0 in the least significant bits (``data.ArrayLayout`` order)."""
+    return Cat(*lanes)

@@ -1,0 +1,457 @@
+"""Window generators on a circular line buffer: FINN's ConvolutionInputGenerator and CoDeNet's
+hardware-friendly deformable sampler.
+
+Both components share one engine (:class:`_LineBufferWindow`):
+
+* **Buffer.** One ``amaranth.lib.memory.Memory`` of ``R`` row slots x ``W`` pixels x
+  ``F = C/lanes`` folds; a word is one input beat (``lanes*bits`` bits). Address of
+  (slot, x, f) is ``(slot*W + x)*F + f``. ``R`` is the number of input rows one output row's
+  taps can span, plus the rows the writer fills ahead while that output row is read (the
+  stride), so that with the reader as the bottleneck it never waits for the writer after the
+  initial fill.
+* **Writer.** Accepts input beats (NHWC, raster order, ``F`` beats per pixel) into slot after
+  slot. It starts a new row only when a slot is free (``filled < R``); it knows nothing about
+  frames, so frames follow each other with no gap.
+* **Row control.** ``filled`` counts complete rows held, starting at the slot ``head``, which
+  holds the lowest row the current output row still needs (``lo``). Before output row ``oy``
+  starts, rows up to ``hi`` (its highest tap row inside the image) must be complete; when the
+  row ends, the rows below the next output row's ``lo`` are freed (at the end of a frame: the
+  rest of the frame, including rows no window uses). Waiting at row granularity keeps the
+  address logic to one add/compare per beat.
+* **Reader.** Walks (output pixel, taps, folds) in stream order and issues one memory read per
+  cycle; a tap outside the image is a padding beat and reads as 0. The synchronous read port
+  is the output register: its ``en`` is low while the output is stalled, so the data holds,
+  and a ``valid`` flag follows it.
+
+Latency (reader-bound layers): the first window is read in the cycle after the last beat of
+its rows is written (the ``active`` flag is set in that cycle) and is on the output one cycle
+later (memory read register). ``expected_cycles()`` gives the exact count for a stall-free
+frame.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sw.golden import conv_output_dim
+
+__all__ = ["SlidingWindowGenerator", "DeformableSampler"]
+
+
+def _max(a, b):
+    return Mux(a > b, a, b)
+
+
+def _min(a, b):
+    return Mux(a < b, a, b)
+
+
+def _lane_layout(bits: int, is_signed: bool, lanes: int) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(bits) if is_signed else unsigned(bits), lanes)
+
+
+class _LineBufferWindow(wiring.Component):
+    """Shared engine: circular line buffer, writer, row control and read pipeline.
+
+    Subclasses describe the output-row geometry (``row_stride``, ``row_pad``, ``row_span``,
+    ``out_rows``: output row ``oy`` needs input rows ``oy*row_stride - row_pad`` ...
+    ``+ row_span``, clipped to the image) and implement :meth:`_walker`, which yields, for the
+    beat to issue now, its tap position and whether it is the last beat of the output row.
+    """
+
+    def __init__(self, signature_members: dict, *, height: int, width: int, channels: int,
+                 lanes: int, bits: int, is_signed: bool, row_stride: int, row_pad: int,
+                 row_span: int, out_rows: int, beats_per_out_row: int):
+        if lanes < 1 or channels % lanes:
+            raise ValueError(f"{type(self).__name__}: channels {channels} not divisible by "
+                             f"lanes {lanes}")
+        if bits < 1:
+            raise ValueError(f"{type(self).__name__}: bits must be >= 1, got {bits}")
+        self.height, self.width, self.channels = height, width, channels
+        self.lanes, self.bits, self.is_signed = lanes, bits, is_signed
+        self.folds = channels // lanes
+        self.row_stride, self.row_pad, self.row_span = row_stride, row_pad, row_span
+        self.out_rows = out_rows
+        self.beats_per_out_row = beats_per_out_row
+        #: row slots in the line buffer (see module docstring)
+        self.rows = row_span + 1 + row_stride
+        #: line-buffer size in words of ``lanes*bits`` bits
+        self.buffer_words = self.rows * width * self.folds
+        self.frame_in_beats = height * width * self.folds
+        self.frame_out_beats = out_rows * beats_per_out_row
+        self.payload_layout = _lane_layout(bits, is_signed, lanes)
+        # a signed width for every row/column coordinate that appears (taps reach beyond the
+        # image by at most row_span + row_pad + row_stride on either side)
+        reach = max(height, width) + 2 * (row_span + row_pad + row_stride) + 4
+        self._coord_shape = signed(reach.bit_length() + 1)
+        super().__init__(signature_members)
+
+    # ---- row geometry, shared by the RTL and the cycle model ---------------------------------
+
+    def _row_lo_hi(self, oy: int) -> tuple[int, int]:
+        r0 = oy * self.row_stride - self.row_pad
+        return max(0, r0), min(self.height - 1, r0 + self.row_span)
+
+    def expected_cycles(self) -> int:
+        """Cycles for one frame without stalls, first input beat to last output beat (inclusive).
+
+        Exact for the RTL with a freshly reset buffer: a row-level event model of the writer
+        (one beat per cycle, a new row only into a free slot) and the reader (one beat per cycle
+        once its rows are complete). When the reader is the bottleneck (every layer with
+        ``K*K*OW >= stride*W``) this reduces to the closed form
+
+            ``need0 * W * C/lanes + 1 + frame_out_beats``
+
+        where ``need0`` is the number of input rows the first output row needs (fill latency)
+        and 1 is the cycle between the last of those rows and the first read (``active``
+        register); the read register adds the last beat's cycle.
+        """
+        wf = self.width * self.folds
+        done: list[int] = []  # cycle in which the last beat of input row r is written
+        freed_at: dict[int, int] = {}  # input row -> cycle in which the reader frees it
+
+        def complete(r: int) -> int:
+            while len(done) <= r:
+                q = len(done)
+                start = done[q - 1] + 1 if q else 0
+                if q >= self.rows:  # slot of row q - R must have been freed (seen a cycle later)
+                    start = max(start, freed_at[q - self.rows] + 1)
+                done.append(start + wf - 1)
+            return done[r]
+
+        last = None  # cycle of the last issued beat of the previous output row
+        prev_lo = 0
+        for oy in range(self.out_rows):
+            lo, hi = self._row_lo_hi(oy)
+            pend = lo - prev_lo  # rows to free before this output row
+            ready_all = complete(hi)  # first cycle in which rows up to hi count as complete
+            if last is not None and ready_all <= last:  # row change without a bubble
+                start, free = last + 1, last
+            else:
+                t = 0 if last is None else last + 1  # first idle cycle
+                if pend:
+                    free = max(t, complete(lo - 1))
+                    start = free + 1 if ready_all <= free else max(free + 1, ready_all) + 1
+                else:
+                    free = None
+                    start = max(t, ready_all) + 1
+            if pend:
+                for r in range(prev_lo, lo):
+                    freed_at[r] = free
+            prev_lo = lo
+            last = start + self.beats_per_out_row - 1
+        # first input beat at cycle 0, last output beat leaves one cycle after its issue
+        return last + 1 + 1
+
+    # ---- RTL ---------------------------------------------------------------------------------
+
+    def _walker(self, m: Module, row0, issue):
+        """Build the tap walker; return ``(ok, iy, ix, f, row_last)`` for the beat to issue.
+
+        ``row0`` is ``oy*row_stride - row_pad`` of the current output row; ``issue`` is high in
+        cycles where the beat is taken. ``ok`` gates issuing (the sampler waits for an offset).
+        """
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        H, W, F, R = self.height, self.width, self.folds, self.rows
+        WF = W * F
+        S, P, SPAN, OH = self.row_stride, self.row_pad, self.row_span, self.out_rows
+        cs = self._coord_shape
+
+        m.submodules.mem = mem = Memory(shape=unsigned(self.lanes * self.bits),
+                                        depth=self.buffer_words, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port(domain="sync")
+
+        filled = Signal(range(R + 1))  # complete rows held, from slot `head`
+        head = Signal(range(R))
+        free = Signal(range(R + 1))  # rows released this cycle
+
+        # ---- writer: slot after slot, a new row only into a free slot -------------------------
+        w_addr = Signal(range(self.buffer_words))
+        w_col = Signal(range(WF))  # beat within the row being written
+        w_row_done = Signal()
+        m.d.comb += self.i.ready.eq((w_col != 0) | (filled < R))
+        w_fire = self.i.valid & self.i.ready
+        m.d.comb += [
+            wp.addr.eq(w_addr),
+            wp.data.eq(self.i.payload.as_value()),
+            wp.en.eq(w_fire),
+            w_row_done.eq(w_fire & (w_col == WF - 1)),
+        ]
+        with m.If(w_fire):
+            m.d.sync += [
+                w_addr.eq(Mux(w_addr == self.buffer_words - 1, 0, w_addr + 1)),
+                w_col.eq(Mux(w_col == WF - 1, 0, w_col + 1)),
+            ]
+
+        # ---- row control -------------------------------------------------------------------
+        oy = Signal(range(OH))
+        row0 = Signal(cs, init=-P)  # oy*S - P: top tap row of the current output row
+        active = Signal()  # issuing the current output row
+        pend = Signal(range(R + 1))  # rows still to free before the current output row
+
+        last_row = oy == OH - 1
+        lo = _max(row0, 0)
+        hi = _min(row0 + SPAN, H - 1)
+        need = hi - lo + 1
+        row0_n = Mux(last_row, -P, row0 + S)
+        lo_n = _max(row0_n, 0)
+        need_n = _min(row0_n + SPAN, H - 1) - lo_n + 1
+        k = Mux(last_row, H - lo, lo_n - lo)  # rows freed when this output row ends
+
+        o_valid = Signal()
+        pad_r = Signal()
+        advance = ~o_valid | self.o.ready  # output register free or emptied this cycle
+        ok = Signal()
+        issue = Signal()
+        walker_ok, iy, ix, f, row_last = self._walker(m, row0, issue)
+        m.d.comb += [
+            ok.eq(walker_ok),
+            issue.eq(active & ok & advance),
+        ]
+
+        # rows complete by the end of this cycle: a row whose last beat is written now can be
+        # read from the next cycle on, so a reader keeping pace with the writer (K=1) never
+        # waits a cycle for `filled`
+        have = filled + w_row_done
+        with m.If(issue & row_last):
+            m.d.sync += [oy.eq(Mux(last_row, 0, oy + 1)), row0.eq(row0_n)]
+            # start the next output row at once when its rows are there; else free now what
+            # can be freed and wait (freeing alone never waits for rows beyond the buffer)
+            with m.If(have >= k + need_n):
+                m.d.comb += free.eq(k)
+            with m.Else():
+                m.d.sync += [active.eq(0), pend.eq(k)]
+        with m.Elif(~active):
+            with m.If(have >= pend + need):
+                m.d.comb += free.eq(pend)
+                m.d.sync += [active.eq(1), pend.eq(0)]
+            with m.Elif(have >= pend):
+                m.d.comb += free.eq(pend)
+                m.d.sync += pend.eq(0)
+
+        m.d.sync += filled.eq(filled + w_row_done - free)
+        head_sum = head + free
+        m.d.sync += head.eq(Mux(head_sum >= R, head_sum - R, head_sum))
+
+        # ---- address and read pipeline -------------------------------------------------------
+        pad = (iy < 0) | (iy >= H) | (ix < 0) | (ix >= W)
+        slot_sum = head + (iy - lo)  # iy - lo is in [0, SPAN] for every tap inside the image
+        slot = Mux(slot_sum >= R, slot_sum - R, slot_sum)
+        addr = (slot * W + ix) * F + f
+        m.d.comb += [
+            rp.en.eq(advance),
+            rp.addr.eq(Mux(pad, 0, addr)),
+        ]
+        with m.If(advance):
+            m.d.sync += [o_valid.eq(active & ok), pad_r.eq(pad)]
+        m.d.comb += [
+            self.o.valid.eq(o_valid),
+            self.o.payload.as_value().eq(Mux(pad_r, 0, rp.data)),
+        ]
+        return m
+
+
+class SlidingWindowGenerator(_LineBufferWindow):
+    """FINN's ConvolutionInputGenerator (sliding window / im2col on a stream).
+
+    Parameters
+    ----------
+    ifm_dim: ``(H, W)`` input size in pixels.
+    channels: C. kernel: K (square). stride, pad, dilation: pixels; padding reads 0.
+        ``pad <= (kernel-1)*dilation`` (every output row has a tap row inside the image).
+    lanes: values per beat, on input and output (SIMD of the consuming MVAU in standard order,
+        PE of the consuming VVAU in depthwise order); ``C % lanes == 0``.
+    depthwise: stream order, see below. bits, signed: type of each value.
+
+    Ports
+    -----
+    ``i``: ``In(stream.Signature(ArrayLayout(unsigned(bits) | signed(bits), lanes)))``: the
+        ``[H, W, C]`` feature map, NHWC raster order, ``C/lanes`` beats per pixel.
+    ``o``: ``Out(...)``, same payload: per output pixel (``OH x OW`` in raster order) the window,
+        standard order ``(ky, kx, C/lanes)`` or depthwise order ``(C/lanes, ky, kx)``, each beat
+        ``lanes`` consecutive channels; exactly ``sw.golden.sliding_window(x, kernel, stride,
+        pad, dilation, depthwise, lanes)`` flattened. Frames follow back to back.
+
+    Resources: one memory of ``rows = (K-1)*dilation + 1 + stride`` row slots x W x C/lanes
+    words of ``lanes*bits`` bits (:attr:`buffer_words`).
+
+    Cycles per frame (:meth:`expected_cycles`, no stalls): ``OH*OW*K*K*C/lanes`` output beats
+    plus the fill ``need0*W*C/lanes + 1`` (``need0 = min(H-1, (K-1)*dilation - pad) + 1`` rows
+    before the first window); layers where the input is the bottleneck
+    (``stride*W > K*K*OW``, e.g. 1x1 stride 2) take longer, and the model covers that exactly.
+    """
+
+    def __init__(self, *, ifm_dim: tuple[int, int], channels: int, kernel: int, stride: int,
+                 pad: int, dilation: int = 1, lanes: int, depthwise: bool, bits: int = 8,
+                 signed: bool = False):
+        h, w = (int(v) for v in ifm_dim)
+        if kernel < 1 or stride < 1 or dilation < 1 or pad < 0:
+            raise ValueError(f"SlidingWindowGenerator: bad geometry kernel={kernel} "
+                             f"stride={stride} pad={pad} dilation={dilation}")
+        span = (kernel - 1) * dilation
+        if pad > span:
+            raise ValueError(f"SlidingWindowGenerator: pad {pad} > (kernel-1)*dilation {span}: "
+                             f"windows entirely in padding are not supported")
+        oh = conv_output_dim(h, kernel, stride, pad, dilation)
+        ow = conv_output_dim(w, kernel, stride, pad, dilation)
+        if oh <= 0 or ow <= 0:
+            raise ValueError(f"SlidingWindowGenerator: kernel {kernel} (dilation {dilation}) "
+                             f"does not fit input {h}x{w} with pad {pad}")
+        self.kernel, self.stride, self.pad, self.dilation = kernel, stride, pad, dilation
+        self.depthwise = depthwise
+        self.ofm_dim = (oh, ow)
+        lay = _lane_layout(bits, signed, lanes)
+        super().__init__(
+            {"i": In(stream.Signature(lay)), "o": Out(stream.Signature(lay))},
+            height=h, width=w, channels=channels, lanes=lanes, bits=bits, is_signed=signed,
+            row_stride=stride, row_pad=pad, row_span=span, out_rows=oh,
+            beats_per_out_row=ow * kernel * kernel * (channels // lanes))
+
+    def _walker(self, m, row0, issue):
+        K, D, S, P, F = self.kernel, self.dilation, self.stride, self.pad, self.folds
+        OW = self.ofm_dim[1]
+        cs = self._coord_shape
+        ox = Signal(range(OW))
+        col0 = Signal(cs, init=-P)  # ox*S - P
+        ky = Signal(range(K))
+        kx = Signal(range(K))
+        dy = Signal(range((K - 1) * D + 1))  # ky*D, kept as a counter
+        dx = Signal(range((K - 1) * D + 1))
+        f = Signal(range(F))
+
+        ky_last, kx_last, f_last = ky == K - 1, kx == K - 1, f == F - 1
+        tap_last = ky_last & kx_last & f_last
+
+        def step_kx():
+            m.d.sync += [kx.eq(Mux(kx_last, 0, kx + 1)), dx.eq(Mux(kx_last, 0, dx + D))]
+
+        def step_ky():
+            m.d.sync += [ky.eq(Mux(ky_last, 0, ky + 1)), dy.eq(Mux(ky_last, 0, dy + D))]
+
+        with m.If(issue):
+            if self.depthwise:  # (f, ky, kx): kx fastest
+                step_kx()
+                with m.If(kx_last):
+                    step_ky()
+                    with m.If(ky_last):
+                        m.d.sync += f.eq(Mux(f_last, 0, f + 1))
+            else:  # (ky, kx, f): f fastest
+                m.d.sync += f.eq(Mux(f_last, 0, f + 1))
+                with m.If(f_last):
+                    step_kx()
+                    with m.If(kx_last):
+                        step_ky()
+            with m.If(tap_last):
+                m.d.sync += [
+                    ox.eq(Mux(ox == OW - 1, 0, ox + 1)),
+                    col0.eq(Mux(ox == OW - 1, -P, col0 + S)),
+                ]
+        return 1, row0 + dy, col0 + dx, f, tap_last & (ox == OW - 1)
+
+
+class DeformableSampler(_LineBufferWindow):
+    """CoDeNet's hardware-friendly deformable 3x3 sampling (DESIGN.md default form).
+
+    For output pixel ``(y, x)`` (one per input pixel) with offset ``d`` the nine taps are
+    ``(y + (ky-1)*d, x + (kx-1)*d)``; taps outside the image read 0.
+
+    Parameters
+    ----------
+    ifm_dim: ``(H, W)`` in pixels. channels: C. max_offset: N, offsets lie in ``[0, N]``.
+    lanes: PE of the consuming VVAU (``C % lanes == 0``). bits, signed: feature type.
+    offset_bits: width of an offset (default: bits to hold N). Offsets above N (possible only
+        when ``offset_bits`` is wider than needed) are clamped to N.
+
+    Ports
+    -----
+    ``i``: features ``[H, W, C]``, NHWC raster order, ``C/lanes`` beats of ``lanes`` values.
+    ``offsets``: ``In(stream.Signature(ArrayLayout(unsigned(offset_bits), 1)))``: one offset per
+        output pixel, raster order. It may arrive late or early (one is buffered).
+    ``o``: per output pixel, depthwise order ``(C/lanes, 9, lanes)``; exactly
+        ``sw.golden.deformable_sample(x, offsets, max_offset, lanes)`` flattened.
+
+    Resources: one memory of ``rows = 2N+2`` row slots x W x C/lanes words of ``lanes*bits``
+    bits (:attr:`buffer_words`); rows ``y-N .. y+N`` serve output row ``y`` while row
+    ``y+N+1`` is written.
+
+    Cycles per frame (:meth:`expected_cycles`, no stalls, offsets always available):
+    ``H*W*9*C/lanes`` output beats plus the fill ``need0*W*C/lanes + 1`` with
+    ``need0 = min(H, N+1)`` rows.
+
+    Flow: features are taken up to ``2N+2`` rows ahead of the output, independently of the
+    offsets; the first output needs ``N+1`` feature rows and the first offset.
+    """
+
+    def __init__(self, *, ifm_dim: tuple[int, int], channels: int, max_offset: int = 7,
+                 lanes: int, bits: int = 8, offset_bits: int | None = None,
+                 signed: bool = False):
+        h, w = (int(v) for v in ifm_dim)
+        if max_offset < 0:
+            raise ValueError(f"DeformableSampler: max_offset must be >= 0, got {max_offset}")
+        need_bits = max(1, int(max_offset).bit_length())
+        if offset_bits is None:
+            offset_bits = need_bits
+        if offset_bits < need_bits:
+            raise ValueError(f"DeformableSampler: offset_bits {offset_bits} cannot hold "
+                             f"max_offset {max_offset} (needs {need_bits})")
+        self.max_offset = max_offset
+        self.offset_bits = offset_bits
+        self.offset_layout = data.ArrayLayout(unsigned(offset_bits), 1)
+        lay = _lane_layout(bits, signed, lanes)
+        super().__init__(
+            {"i": In(stream.Signature(lay)),
+             "offsets": In(stream.Signature(self.offset_layout)),
+             "o": Out(stream.Signature(lay))},
+            height=h, width=w, channels=channels, lanes=lanes, bits=bits, is_signed=signed,
+            row_stride=1, row_pad=max_offset, row_span=2 * max_offset, out_rows=h,
+            beats_per_out_row=w * 9 * (channels // lanes))
+        self.ofm_dim = (h, w)
+
+    def _walker(self, m, row0, issue):
+        N, W, F = self.max_offset, self.width, self.folds
+        x = Signal(range(W))
+        f = Signal(range(F))
+        ky = Signal(range(3))
+        kx = Signal(range(3))
+        d_off = Signal(range(N + 1))  # offset of the pixel being walked
+        d_buf = Signal(range(N + 1))  # next offset, taken from the stream ahead of time
+        d_buf_valid = Signal()
+
+        # one offset is buffered; the walker takes it on the first beat of a pixel, and the
+        # slot refills during the pixel's remaining 9*C/lanes - 1 beats
+        off_in = self.offsets.payload[0]
+        m.d.comb += self.offsets.ready.eq(~d_buf_valid)
+        with m.If(self.offsets.valid & self.offsets.ready):
+            m.d.sync += [d_buf.eq(_min(off_in, N)), d_buf_valid.eq(1)]
+
+        first = (f == 0) & (ky == 0) & (kx == 0)
+        d = Mux(first, d_buf, d_off)
+        ok = ~first | d_buf_valid
+
+        ky_last, kx_last, f_last = ky == 2, kx == 2, f == F - 1
+        pix_last = ky_last & kx_last & f_last
+        with m.If(issue):
+            with m.If(first):
+                m.d.sync += [d_off.eq(d_buf), d_buf_valid.eq(0)]
+            m.d.sync += kx.eq(Mux(kx_last, 0, kx + 1))
+            with m.If(kx_last):
+                m.d.sync += ky.eq(Mux(ky_last, 0, ky + 1))
+                with m.If(ky_last):
+                    m.d.sync += f.eq(Mux(f_last, 0, f + 1))
+                    with m.If(f_last):
+                        m.d.sync += x.eq(Mux(x == W - 1, 0, x + 1))
+
+        cs = self._coord_shape
+        dn = Signal(cs)
+        m.d.comb += dn.eq(-d)
+        dy = Mux(ky == 0, dn, Mux(ky == 1, 0, d))
+        dx = Mux(kx == 0, dn, Mux(kx == 1, 0, d))
+        y = row0 + N  # row0 = y - N
+        return ok, y + dy, x + dx, f, pix_last & (x == W - 1)
