@@ -71,7 +71,7 @@ async def stream_frames(dut):
             waited += 1
             assert waited < cfg["timeout_cycles"], (
                 f"timeout: output frame {i} not complete after {waited} cycles "
-                f"({len(sink.queue)} frames queued)")
+                f"({sink.count()} frames queued)")
         got = list(rx.result().tdata)
         mism = sum(1 for a, b in zip(got, expected) if a != b) + abs(len(got) - len(expected))
         results.append({"output": got, "mismatches": mism})

@@ -77,13 +77,17 @@ def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
     expected = [run_graph(graph, f)[graph.output] for f in frames]
     with tempfile.TemporaryDirectory() as tmp:
         result_path = os.path.join(tmp, "result.json")
-        total_beats = sum(graph.tensors[graph.input].beats_per_frame for _ in frames)
+        from sw.estimate import bottleneck, estimate
+
+        # generous: stalls and back-pressure at most halve throughput each, plus pipeline fill
+        ii = bottleneck(estimate(graph)).cycles
+        timeout = int(4 * ii * (len(frames) + 1) / max(1e-3, (1 - stall) * (1 - backpressure)))
         config = {
             "frames": [_to_axi_bytes(graph.tensors[graph.input], f) for f in frames],
             "expected": [_to_axi_bytes(graph.tensors[graph.output], e) for e in expected],
             "stall": stall,
             "backpressure": backpressure,
-            "timeout_cycles": 50 * total_beats + 200_000,
+            "timeout_cycles": timeout + 100_000,
             "result_path": result_path,
         }
         failure = None
