@@ -105,7 +105,7 @@ class _Lowerer:
         if np.any(scale <= 0):
             raise self.fail(node, "scale must be positive")
         rounding = _decode(_attr(node, "rounding_mode", "ROUND"))
-        if rounding not in ("ROUND", "ROUND_TO_ZERO", "FLOOR") or rounding != "ROUND":
+        if rounding != "ROUND":
             raise self.fail(node, f"rounding mode {rounding!r} not supported (ROUND only)")
         return scale, int(bits), bool(_attr(node, "signed", 1)), bool(_attr(node, "narrow", 0))
 
