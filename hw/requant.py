@@ -74,7 +74,8 @@ class Requantizer(wiring.Component):
         if min(mul) < 0:
             raise ValueError(f"Requantizer: multipliers must be non-negative, min is {min(mul)}")
         if lanes < 1 or c % lanes:
-            raise ValueError(f"Requantizer folding rule C % lanes == 0 broken: C={c}, lanes={lanes}")
+            raise ValueError(
+                f"Requantizer folding rule C % lanes == 0 broken: C={c}, lanes={lanes}")
         if shift < 0:
             raise ValueError(f"Requantizer: shift must be >= 0, got {shift}")
         if out_min > out_max:

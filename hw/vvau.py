@@ -57,7 +57,8 @@ class VVAU(wiring.Component):
         w = _check_weights("VVAU", weights, weight_bits)
         c, kk = w.shape
         if kk != kernel_elems:
-            raise ValueError(f"VVAU: weights have {kk} kernel elements, kernel_elems={kernel_elems}")
+            raise ValueError(
+                f"VVAU: weights have {kk} kernel elements, kernel_elems={kernel_elems}")
         if pe < 1 or c % pe:
             raise ValueError(f"VVAU folding rule C % PE == 0 broken: C={c}, PE={pe}")
         self.weights = w

@@ -15,6 +15,8 @@ expected output lanes with ``sw/golden.py`` and passes them through
     list of ``{"stall", "backpressure", "seed"}``; each run resets the design and streams the
     whole input again, with that probability of an input stall / output back-pressure per
     cycle. Stall-free runs give the cycle count.
+``timeout_cycles`` (optional)
+    cycle budget per run before the test fails instead of hanging.
 ``result_path``
     JSON file written with one ``{"cycles", "in_beats", "out_beats"}`` record per run.
 
@@ -29,13 +31,14 @@ import json
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import RisingEdge, SimTimeoutError, with_timeout
 
 from sim.runner import load_tb_config
 from sim.streams import StreamSink, StreamSource, unpack_lanes
 
 # cycles to watch for spurious output beats after the last expected one
 QUIET_CYCLES = 32
+CLOCK_NS = 10
 
 
 class HandshakeMonitor:
@@ -84,7 +87,10 @@ async def compute_layer(dut):
     in_words = [int(w) for w in cfg["in_words"]]
     expected = cfg["expected"]
     width, lanes, is_signed = cfg["out_width"], cfg["out_lanes"], cfg["out_signed"]
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    # a design that loses or withholds beats must fail, not hang: a generous cycle budget
+    # (stalls and back-pressure at most ~4x the beat count, plus fill latency)
+    budget = cfg.get("timeout_cycles") or 20 * (len(in_words) + len(expected)) + 2000
 
     results = []
     for k, run in enumerate(cfg["runs"]):
@@ -95,19 +101,28 @@ async def compute_layer(dut):
         snk = StreamSink(dut, "o", dut.clk, backpressure_prob=run["backpressure"],
                          seed=run["seed"] + 1000)
         src_task = cocotb.start_soon(src.send(in_words))
-        words = await snk.receive(len(expected))
+        try:
+            words = await with_timeout(snk.receive(len(expected)), budget * CLOCK_NS, "ns")
+        except SimTimeoutError:
+            raise AssertionError(
+                f"run {k} ({run}): timeout after {budget} cycles with {len(snk.words)} of "
+                f"{len(expected)} output beats ({mon.in_beats} of {len(in_words)} input beats "
+                f"accepted)"
+            ) from None
         await src_task
         # nothing more may come out (ready held high so a stray beat would be seen)
         dut.o__ready.value = 1
         for _ in range(QUIET_CYCLES):
             await RisingEdge(dut.clk)
-            assert dut.o__valid.value != 1, f"run {k}: output beat beyond the expected {len(expected)}"
+            assert dut.o__valid.value != 1, (
+                f"run {k}: output beat beyond the expected {len(expected)}")
         dut.o__ready.value = 0
         mon_task.cancel()
 
         got = [unpack_lanes(w, width, lanes, is_signed) for w in words]
         for b, (g, e) in enumerate(zip(got, expected)):
-            assert g == list(e), f"run {k} ({run}): beat {b} of {len(expected)}: got {g}, expected {e}"
+            assert g == list(e), (
+                f"run {k} ({run}): beat {b} of {len(expected)}: got {g}, expected {e}")
         assert mon.in_beats == len(in_words), (mon.in_beats, len(in_words))
         assert mon.out_beats == len(expected), (mon.out_beats, len(expected))
         dut._log.info("run %d %s: %d beats in, %d out, %d cycles", k, run, mon.in_beats,

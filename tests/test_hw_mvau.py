@@ -11,6 +11,9 @@ from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
 from sw import golden
 
+# instances built only to read their attributes (or refused) are never elaborated
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
 
 def make_case(rng, mh, mw, pixels, weight_bits=4, in_bits=8, in_signed=False):
     """Random weights over the full signed range plus rows/inputs that hit the extremes."""
@@ -57,12 +60,20 @@ def run_mvau(tmp_path, name, mh, mw, pe, simd, pixels, seed, *, weight_bits=4, i
     return dut, res
 
 
-# (PE, SIMD) on MH=8, MW=12: none, partial and full folding on each axis
-FOLDINGS = [(1, 1), (2, 3), (8, 12), (4, 4), (8, 1), (1, 6)]
+# (PE, SIMD) on MH=8, MW=12: none, partial and full folding on each axis (one Verilator
+# build each, ~17 s, so the mixed ones are in the slow set)
+FOLDINGS = [(1, 1), (2, 3), (8, 12), (4, 4)]
+FOLDINGS_SLOW = [(8, 1), (1, 6), (1, 12), (8, 3)]
 
 
 @pytest.mark.parametrize("pe,simd", FOLDINGS)
 def test_mvau_foldings(tmp_path, pe, simd):
+    run_mvau(tmp_path, f"mvau_p{pe}_s{simd}", 8, 12, pe, simd, pixels=12, seed=10 * pe + simd)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pe,simd", FOLDINGS_SLOW)
+def test_mvau_foldings_more(tmp_path, pe, simd):
     run_mvau(tmp_path, f"mvau_p{pe}_s{simd}", 8, 12, pe, simd, pixels=12, seed=10 * pe + simd)
 
 
@@ -71,10 +82,12 @@ def test_mvau_int8_weights(tmp_path):
     assert dut.acc_bits == accumulator_bits(dut.weights, 8, False)
 
 
+@pytest.mark.slow
 def test_mvau_signed_input(tmp_path):
     run_mvau(tmp_path, "mvau_sin", 4, 6, 2, 3, pixels=10, seed=4, in_signed=True)
 
 
+@pytest.mark.slow
 def test_mvau_single_neuron_single_synapse(tmp_path):
     # MH = MW = 1: every beat is a whole vector (depth-1 ROM, no input buffer)
     run_mvau(tmp_path, "mvau_1x1", 1, 1, 1, 1, pixels=24, seed=5)

@@ -11,6 +11,9 @@ from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
 from sw import golden
 
+# instances built only to read their attributes (or refused) are never elaborated
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
 
 def make_case(rng, c, kernel, h, w, weight_bits=4):
     """Weights over the full signed range (two channels pinned to the extremes) and a uint8
