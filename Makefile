@@ -12,7 +12,7 @@ export PYTHONPATH := $(CURDIR)
 export MPLBACKEND := Agg
 JOBS ?= $(shell nproc)
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test test-all train bench bitstream clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,15 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m sw.cli demo $(DEMO_ARGS)
+
+train: $(STAMP)
+	$(PY) -m models.train --config $(or $(CONFIG),small) $(TRAIN_ARGS)
+
+bitstream: $(STAMP)
+	$(PY) -m sw.cli bitstream --board $(or $(BOARD),ultra96v2) $(BITSTREAM_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m sw.bench $(BENCH_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -n $(JOBS) $(PYTEST_ARGS)

@@ -28,7 +28,7 @@ def layer_macs(graph: HWGraph, layer) -> int:
 
 def estimate(graph: HWGraph) -> list[LayerEstimate]:
     """Expected cycles and MACs of every layer of a folded graph."""
-    from hw.top import expected_layer_cycles
+    from hw.registry import expected_layer_cycles
 
     return [LayerEstimate(l.name, l.op, dict(l.folding), expected_layer_cycles(graph, l),
                           layer_macs(graph, l)) for l in graph.layers]

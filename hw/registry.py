@@ -1,0 +1,78 @@
+"""Registry of hardware layers: which Amaranth component implements each HWGraph op, its
+stream ports in graph order, and its expected cycles per frame.
+
+Adding an op means one branch in each of :func:`build_layer`, :func:`layer_ports` and
+:func:`expected_layer_cycles` (docs/detector_contract.md lists the ops).
+"""
+
+from __future__ import annotations
+
+from sw.hwgraph import HWGraph, HWLayer
+
+
+def build_layer(graph: HWGraph, layer: HWLayer):
+    """Instantiate the Amaranth component of one folded layer."""
+    from hw.mvau import MVAU
+    from hw.requant import Requantizer
+    from hw.stream_utils import StreamDuplicator, StreamWidthConverter
+    from hw.vvau import VVAU
+    from hw.window import DeformableSampler, SlidingWindowGenerator
+
+    a = layer.attrs
+    t_in = graph.tensors[layer.inputs[0]]
+    t_out = graph.tensors[layer.outputs[0]]
+    if layer.op == "SlidingWindow":
+        return SlidingWindowGenerator(
+            ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], kernel=a["kernel"],
+            stride=a["stride"], pad=a["pad"], dilation=a["dilation"], lanes=t_out.lanes,
+            depthwise=a["depthwise"], bits=t_in.bits, signed=t_in.signed)
+    if layer.op == "DeformableSampler":
+        return DeformableSampler(
+            ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], max_offset=a["max_offset"],
+            lanes=t_out.lanes, bits=t_in.bits, offset_bits=a["offset_bits"])
+    if layer.op == "MVAU":
+        return MVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
+                    simd=layer.folding["SIMD"], in_bits=t_in.bits, in_signed=t_in.signed,
+                    weight_bits=a["weight_bits"], acc_bits=t_out.bits)
+    if layer.op == "VVAU":
+        return VVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
+                    kernel_elems=a["kernel_elems"], in_bits=t_in.bits, in_signed=t_in.signed,
+                    weight_bits=a["weight_bits"], acc_bits=t_out.bits)
+    if layer.op == "Requant":
+        return Requantizer(multiplier=layer.params["multiplier"], bias=layer.params["bias"],
+                           shift=a["shift"], out_min=a["out_min"], out_max=a["out_max"],
+                           lanes=t_in.lanes, acc_bits=t_in.bits)
+    if layer.op == "Duplicate":
+        return StreamDuplicator(_payload_layout(t_in))
+    if layer.op == "WidthConverter":
+        return StreamWidthConverter(in_lanes=a["in_lanes"], out_lanes=a["out_lanes"],
+                                    bits=a["bits"], signed=a["signed"])
+    raise ValueError(f"layer {layer.name}: no hardware for op {layer.op}")
+
+
+def _payload_layout(t):
+    from amaranth import signed, unsigned
+    from amaranth.lib import data
+
+    return data.ArrayLayout(signed(t.bits) if t.signed else unsigned(t.bits), t.lanes)
+
+
+def layer_ports(layer: HWLayer, comp):
+    """(input stream ports in ``layer.inputs`` order, output stream ports in ``layer.outputs`` order)."""
+    if layer.op == "DeformableSampler":
+        return [comp.i, comp.offsets], [comp.o]
+    if layer.op == "Duplicate":
+        return [comp.i], [comp.o0, comp.o1]
+    return [comp.i], [comp.o]
+
+
+def expected_layer_cycles(graph: HWGraph, layer: HWLayer, comp=None) -> int:
+    """Expected cycles per frame of one layer, from its component's cycle model."""
+    if comp is None:
+        comp = build_layer(graph, layer)
+        comp._MustUse__silence = True  # only asked for its cycle model, never elaborated
+    if layer.op in ("MVAU", "VVAU", "Requant"):
+        return int(comp.expected_cycles(layer.attrs["pixels"]))
+    if layer.op in ("Duplicate", "WidthConverter"):
+        return int(comp.expected_cycles(graph.tensors[layer.inputs[0]].beats_per_frame))
+    return int(comp.expected_cycles())
