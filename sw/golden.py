@@ -208,3 +208,152 @@ def requantize(acc: np.ndarray, multiplier: np.ndarray, bias: np.ndarray, shift:
     # int64 is exact while |acc*M + B| < 2**63; the compiler bounds acc_bits + mul_bits.
     y = (acc * multiplier + bias) >> shift
     return np.clip(y, out_min, out_max)
+
+
+# ------------------------------------------------------------------------------------------
+# detector layers beyond the slice (docs/detector_contract.md section 2)
+# ------------------------------------------------------------------------------------------
+
+def _check_frame(name: str, x: np.ndarray) -> np.ndarray:
+    x = _check_int(name, x)
+    if x.ndim != 3:
+        raise GoldenModelError(f"{name}: expected a frame [H, W, C], got shape {x.shape}")
+    return x
+
+
+def maxpool(windows: np.ndarray) -> np.ndarray:
+    """Max pooling on the depthwise window stream of :func:`sliding_window`.
+
+    The pooling geometry (kernel, stride, pad) is that of the sliding window that produced
+    ``windows``; padding taps read 0, so the pooled input must be unsigned (post-ReLU), where
+    a 0 never wins over a real value and the result equals ``nn.MaxPool2d`` (which pads with
+    -inf).
+
+    Args:
+        windows: ``[OH, OW, C/L, K*K, L]`` (``sliding_window(x, K, S, P, depthwise=True,
+            lanes=L)``).
+
+    Returns:
+        ``[OH, OW, C]``: channel ``f*L + j`` is the max over the ``K*K`` taps of fold ``f``,
+        lane ``j``.
+
+    Raises:
+        GoldenModelError: ``windows`` is not 5-D.
+    """
+    windows = _check_int("maxpool input", windows)
+    if windows.ndim != 5:
+        raise GoldenModelError(
+            f"maxpool expects depthwise windows [OH, OW, C/L, K*K, L], got shape {windows.shape}")
+    oh, ow, folds, _, lanes = windows.shape
+    return windows.max(axis=3).reshape(oh, ow, folds * lanes)
+
+
+def upsample_nearest(x: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upsampling by an integer factor (``nn.Upsample(mode="nearest")``).
+
+    Args:
+        x: ``[H, W, C]``.
+        factor: f >= 1.
+
+    Returns:
+        ``[H*f, W*f, C]`` with ``out[y, x] = in[y // f, x // f]``.
+
+    Raises:
+        GoldenModelError: factor < 1 or not a frame.
+    """
+    x = _check_frame("upsample_nearest input", x)
+    if int(factor) != factor or factor < 1:
+        raise GoldenModelError(f"upsample_nearest: factor must be an integer >= 1, got {factor}")
+    return np.repeat(np.repeat(x, factor, axis=0), factor, axis=1)
+
+
+def concat(xs) -> np.ndarray:
+    """Channel concatenation (``torch.cat(xs, 1)`` in NCHW = last axis in NHWC).
+
+    Args:
+        xs: frames ``[H, W, C_k]`` with equal ``H, W``.
+
+    Returns:
+        ``[H, W, sum(C_k)]``.
+
+    Raises:
+        GoldenModelError: fewer than two inputs or spatial shapes that differ.
+    """
+    xs = [_check_frame("concat input", x) for x in xs]
+    if len(xs) < 2:
+        raise GoldenModelError(f"concat needs at least 2 inputs, got {len(xs)}")
+    if len({x.shape[:2] for x in xs}) != 1:
+        raise GoldenModelError(f"concat: spatial shapes differ: {[x.shape for x in xs]}")
+    return np.concatenate(xs, axis=-1)
+
+
+def channel_split(x: np.ndarray, sizes) -> list[np.ndarray]:
+    """Split along channels (``torch.split(x, sizes, 1)``; ``x.chunk(2, 1)`` for equal halves).
+
+    Args:
+        x: ``[H, W, C]``.
+        sizes: channel counts ``s_k > 0`` with ``sum(sizes) == C``.
+
+    Returns:
+        ``[x[..., :s0], x[..., s0:s0+s1], ...]``.
+
+    Raises:
+        GoldenModelError: sizes that do not add up to ``C`` or are not positive.
+    """
+    x = _check_frame("channel_split input", x)
+    sizes = [int(s) for s in sizes]
+    if any(s <= 0 for s in sizes) or sum(sizes) != x.shape[-1]:
+        raise GoldenModelError(
+            f"channel_split: sizes {sizes} must be positive and add up to C={x.shape[-1]}")
+    bounds = np.cumsum([0] + sizes)
+    return [x[..., a:b].copy() for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def channel_shuffle(x: np.ndarray, groups: int) -> np.ndarray:
+    """ShuffleNet channel shuffle: ``out[..., k*g + j] = in[..., j*(C/g) + k]``.
+
+    Equals torch's ``x.view(n, g, C/g, h, w).transpose(1, 2).reshape(n, C, h, w)`` in NHWC.
+
+    Args:
+        x: ``[H, W, C]``.
+        groups: g; ``C % g == 0``.
+
+    Returns:
+        ``[H, W, C]``.
+
+    Raises:
+        GoldenModelError: ``C`` not divisible by ``groups``.
+    """
+    x = _check_frame("channel_shuffle input", x)
+    h, w, c = x.shape
+    if groups < 1 or c % groups:
+        raise GoldenModelError(f"channel_shuffle: channels {c} not divisible by groups {groups}")
+    return x.reshape(h, w, groups, c // groups).transpose(0, 1, 3, 2).reshape(h, w, c).copy()
+
+
+def add(a: np.ndarray, b: np.ndarray, out_bits: int, signed: bool) -> np.ndarray:
+    """Element-wise saturating add: ``clip(a + b, lo, hi)`` of an ``out_bits`` integer type.
+
+    Both inputs carry the same scale (the contract requires one shared quantizer), so the
+    integer sum is the sum of the real values.
+
+    Args:
+        a, b: same shape, e.g. ``[H, W, C]``.
+        out_bits: output width in bits.
+        signed: output two's complement (``[-2**(n-1), 2**(n-1)-1]``) or unsigned
+            (``[0, 2**n - 1]``).
+
+    Returns:
+        same shape as ``a``.
+
+    Raises:
+        GoldenModelError: shapes differ or ``out_bits < 1``.
+    """
+    a = _check_int("add input a", a)
+    b = _check_int("add input b", b)
+    if a.shape != b.shape:
+        raise GoldenModelError(f"add: input shapes differ: {a.shape} vs {b.shape}")
+    if out_bits < 1:
+        raise GoldenModelError(f"add: out_bits must be >= 1, got {out_bits}")
+    lo, hi = (-(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1) if signed else (0, (1 << out_bits) - 1)
+    return np.clip(a + b, lo, hi)
