@@ -1,0 +1,442 @@
+"""CenterNet targets, losses, decoding, AP50 evaluation and drawing.
+
+Reference: X. Zhou, D. Wang, P. Kraehenbuehl, "Objects as Points", arXiv:1904.07850 (2019),
+and its code (github.com/xingyizhou/CenterNet: ``utils/image.py``, ``models/losses.py``,
+``models/decode.py``), whose conventions are kept:
+
+* outputs at stride ``R`` (4): a class heatmap ``[C, Ho, Wo]``, a size map ``wh`` ``[2, Ho, Wo]``
+  (channel 0 width, 1 height, in output-stride pixels) and a sub-pixel offset map ``reg``
+  ``[2, Ho, Wo]`` (channel 0 x, 1 y), ``Ho = Wo = input_size / R``;
+* objects are splatted as Gaussians with the radius of ``gaussian_radius`` (the CornerNet
+  formula with min overlap 0.7, as published in CenterNet's code);
+* boxes are ``(x1, y1, x2, y2)`` in input pixels; detections rows are
+  ``(x1, y1, x2, y2, score, class)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch import Tensor
+
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+               "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+               "sheep", "sofa", "train", "tvmonitor")
+VOC6 = ("dog", "cat", "person", "sheep", "horse", "cow")
+
+
+# --------------------------------------------------------------------------------- targets
+
+
+def gaussian_radius(height: float, width: float, min_overlap: float = 0.7) -> float:
+    """Gaussian radius (output pixels) for a box of ``height x width`` output pixels: the
+    smallest of the three corner-displacement radii that keep IoU >= ``min_overlap``
+    (CornerNet, Law & Deng ECCV'18; CenterNet ``utils/image.py:gaussian_radius``, kept as
+    published, including its ``r = (b + sqrt(b^2 - 4ac)) / 2`` form)."""
+    if height < 0 or width < 0:
+        raise ValueError(f"gaussian_radius: negative box size {height} x {width}")
+    h, w = float(height), float(width)
+    b1 = h + w
+    c1 = w * h * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + math.sqrt(b1 ** 2 - 4 * c1)) / 2
+    b2 = 2 * (h + w)
+    c2 = (1 - min_overlap) * w * h
+    r2 = (b2 + math.sqrt(b2 ** 2 - 16 * c2)) / 2
+    a3 = 4 * min_overlap
+    b3 = -2 * min_overlap * (h + w)
+    c3 = (min_overlap - 1) * w * h
+    r3 = (b3 + math.sqrt(b3 ** 2 - 4 * a3 * c3)) / 2
+    return min(r1, r2, r3)
+
+
+def draw_gaussian(heatmap: np.ndarray, center: tuple[int, int], radius: int) -> np.ndarray:
+    """Splat ``exp(-(dx^2 + dy^2) / (2 sigma^2))``, ``sigma = (2r+1)/6``, centred on the integer
+    ``center = (x, y)`` into ``heatmap`` ``[H, W]`` in place by element-wise max (CenterNet
+    ``draw_umich_gaussian``); the peak is exactly 1. Returns ``heatmap``."""
+    if heatmap.ndim != 2:
+        raise ValueError(f"draw_gaussian: heatmap must be [H, W], got shape {heatmap.shape}")
+    radius = int(radius)
+    if radius < 0:
+        raise ValueError(f"draw_gaussian: radius must be >= 0, got {radius}")
+    sigma = (2 * radius + 1) / 6
+    m = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-(m[None, :] ** 2 + m[:, None] ** 2) / (2 * sigma * sigma))
+    g[g < np.finfo(g.dtype).eps * g.max()] = 0
+    x, y = int(center[0]), int(center[1])
+    h, w = heatmap.shape
+    left, right = min(x, radius), min(w - x, radius + 1)
+    top, bottom = min(y, radius), min(h - y, radius + 1)
+    if left + right <= 0 or top + bottom <= 0:
+        return heatmap
+    region = heatmap[y - top:y + bottom, x - left:x + right]
+    patch = g[radius - top:radius + bottom, radius - left:radius + right]
+    np.maximum(region, patch.astype(heatmap.dtype), out=region)
+    return heatmap
+
+
+def encode_targets(boxes_xyxy, labels, input_size: int, num_classes: int, stride: int = 4,
+                   max_objs: int = 64) -> dict:
+    """CenterNet training targets of one image.
+
+    Args:
+        boxes_xyxy: ``[M, 4]`` float, ``(x1, y1, x2, y2)`` in input pixels (the image already
+            resized to ``input_size x input_size``).
+        labels: ``[M]`` int class indices in ``[0, num_classes)``.
+        input_size: square input side (pixels), divisible by ``stride``.
+        num_classes: C.
+        stride: output stride R.
+        max_objs: capacity of the per-object arrays; objects beyond it are dropped.
+
+    Returns:
+        dict of numpy arrays: ``heatmap`` ``[C, Ho, Wo]`` float32, ``wh`` ``[max_objs, 2]``
+        float32 (width, height in output pixels), ``reg`` ``[max_objs, 2]`` float32 (centre
+        minus its integer cell, x then y), ``index`` ``[max_objs]`` int64 (``y * Wo + x``),
+        ``mask`` ``[max_objs]`` uint8 (1 for a real object). Boxes are clipped to the image;
+        boxes of zero width or height after clipping are skipped.
+
+    Raises:
+        ValueError: shapes that disagree, labels out of range, size not divisible by stride.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4) if len(boxes_xyxy) else \
+        np.zeros((0, 4))
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if boxes.shape[0] != labels.shape[0]:
+        raise ValueError(f"encode_targets: {boxes.shape[0]} boxes but {labels.shape[0]} labels")
+    if input_size % stride:
+        raise ValueError(f"encode_targets: input_size {input_size} not divisible by "
+                         f"stride {stride}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"encode_targets: labels must lie in [0, {num_classes}), got "
+                         f"[{labels.min()}, {labels.max()}]")
+    out = input_size // stride
+    hm = np.zeros((num_classes, out, out), dtype=np.float32)
+    wh = np.zeros((max_objs, 2), dtype=np.float32)
+    reg = np.zeros((max_objs, 2), dtype=np.float32)
+    index = np.zeros(max_objs, dtype=np.int64)
+    mask = np.zeros(max_objs, dtype=np.uint8)
+    k = 0
+    for box, cls in zip(boxes, labels):
+        if k >= max_objs:
+            break
+        b = np.clip(box / stride, 0, out - 1)
+        bw, bh = b[2] - b[0], b[3] - b[1]
+        if bw <= 0 or bh <= 0:
+            continue
+        radius = max(0, int(gaussian_radius(math.ceil(bh), math.ceil(bw))))
+        ct = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
+        ci = ct.astype(np.int64)
+        draw_gaussian(hm[cls], (ci[0], ci[1]), radius)
+        wh[k] = (bw, bh)
+        index[k] = ci[1] * out + ci[0]
+        reg[k] = ct - ci
+        mask[k] = 1
+        k += 1
+    return {"heatmap": hm, "wh": wh, "reg": reg, "index": index, "mask": mask}
+
+
+# ---------------------------------------------------------------------------------- losses
+
+
+def focal_loss(heat_logits: Tensor, target_heatmap: Tensor, alpha: float = 2.0,
+               beta: float = 4.0) -> Tensor:
+    """Penalty-reduced pixel-wise focal loss (CenterNet eq. 1), a scalar:
+
+    ``-1/N_pos * sum( (1-p)^a log p                 where y = 1
+                      (1-y)^b p^a log(1-p)          otherwise )``
+
+    with ``p = sigmoid(logits)``; ``log p`` and ``log(1-p)`` come from ``logsigmoid`` (stable
+    for any logit). ``N_pos`` is the number of exact-1 target pixels (at least 1).
+
+    Args:
+        heat_logits: ``[N, C, Ho, Wo]`` logits.
+        target_heatmap: same shape, values in ``[0, 1]`` (peaks exactly 1).
+    """
+    if heat_logits.shape != target_heatmap.shape:
+        raise ValueError(f"focal_loss: logits {list(heat_logits.shape)} and target "
+                         f"{list(target_heatmap.shape)} differ in shape")
+    gt = target_heatmap.to(heat_logits.dtype)
+    pos = gt.eq(1).to(heat_logits.dtype)
+    p = torch.sigmoid(heat_logits)
+    log_p = F.logsigmoid(heat_logits)
+    log_1mp = F.logsigmoid(-heat_logits)
+    pos_loss = (log_p * (1 - p) ** alpha * pos).sum()
+    neg_loss = (log_1mp * p ** alpha * (1 - gt) ** beta * (1 - pos)).sum()
+    return -(pos_loss + neg_loss) / pos.sum().clamp(min=1)
+
+
+def gather_at(feat: Tensor, index: Tensor) -> Tensor:
+    """``feat`` ``[N, D, Ho, Wo]`` read at flat indices ``index`` ``[N, K]`` (``y*Wo + x``):
+    ``[N, K, D]``."""
+    n, d = feat.shape[:2]
+    flat = feat.reshape(n, d, -1)
+    return torch.gather(flat, 2, index.long().unsqueeze(1).expand(n, d, index.shape[1])
+                        ).transpose(1, 2)
+
+
+def reg_l1_loss(pred: Tensor, index: Tensor, mask: Tensor, target: Tensor) -> Tensor:
+    """Masked L1 loss of a 2-channel regression map at the object centres (CenterNet
+    ``RegL1Loss``): ``sum(|pred[idx] - target| * mask) / (sum(mask over both channels) +
+    1e-4)``, a scalar.
+
+    Args:
+        pred: ``[N, 2, Ho, Wo]``.
+        index: ``[N, max_objs]`` int, flat ``y*Wo + x``.
+        mask: ``[N, max_objs]`` (1 real object, 0 padding).
+        target: ``[N, max_objs, 2]``.
+    """
+    if pred.dim() != 4 or target.shape != (pred.shape[0], index.shape[1], pred.shape[1]) \
+            or mask.shape != index.shape:
+        raise ValueError(f"reg_l1_loss: pred {list(pred.shape)}, index {list(index.shape)}, "
+                         f"mask {list(mask.shape)}, target {list(target.shape)} disagree")
+    p = gather_at(pred, index)
+    m = mask.to(p.dtype).unsqueeze(2).expand_as(p)
+    return (torch.abs(p - target.to(p.dtype)) * m).sum() / (m.sum() + 1e-4)
+
+
+# ---------------------------------------------------------------------------------- decode
+
+
+def _t(a) -> Tensor:
+    return a.detach().float().cpu() if isinstance(a, Tensor) else torch.as_tensor(
+        np.asarray(a), dtype=torch.float32)
+
+
+def decode_batch(heat, wh, reg, stride: int = 4, k: int = 100,
+                 heat_is_logits: bool = True) -> np.ndarray:
+    """Batched :func:`decode`: ``heat`` ``[N, C, Ho, Wo]``, ``wh``/``reg`` ``[N, 2, Ho, Wo]``
+    (numpy or torch) -> ``[N, k', 6]`` float32 with ``k' = min(k, C*Ho*Wo)``."""
+    heat, wh, reg = _t(heat), _t(wh), _t(reg)
+    if heat.dim() != 4 or wh.shape != (heat.shape[0], 2) + heat.shape[2:] or \
+            reg.shape != wh.shape:
+        raise ValueError(f"decode: need heat [N,C,Ho,Wo] and wh, reg [N,2,Ho,Wo], got "
+                         f"{list(heat.shape)}, {list(wh.shape)}, {list(reg.shape)}")
+    n, c, ho, wo = heat.shape
+    if heat_is_logits:
+        heat = torch.sigmoid(heat)
+    hmax = F.max_pool2d(heat, 3, stride=1, padding=1)
+    heat = heat * (hmax == heat).to(heat.dtype)  # keep 3x3 local maxima only
+    kk = min(int(k), c * ho * wo)
+    scores, idx = torch.topk(heat.reshape(n, -1), kk)
+    cls = idx // (ho * wo)
+    pix = idx % (ho * wo)
+    ys, xs = (pix // wo), (pix % wo)
+    w_, h_ = gather_at(wh, pix).unbind(2)
+    dx, dy = gather_at(reg, pix).unbind(2)
+    cx, cy = xs.float() + dx, ys.float() + dy
+    out = torch.stack([cx - w_ / 2, cy - h_ / 2, cx + w_ / 2, cy + h_ / 2], 2) * stride
+    return torch.cat([out, scores.unsqueeze(2), cls.float().unsqueeze(2)], 2).numpy()
+
+
+def decode(heat, wh, reg, stride: int = 4, k: int = 100, heat_is_logits: bool = True
+           ) -> np.ndarray:
+    """CenterNet decoding of one image (``models/decode.py:ctdet_decode``).
+
+    Args:
+        heat: ``[C, Ho, Wo]`` class heatmap (logits if ``heat_is_logits`` else
+            probabilities), numpy or torch (e.g. the dequantised golden-model output).
+        wh: ``[2, Ho, Wo]`` width, height in output pixels.
+        reg: ``[2, Ho, Wo]`` centre offset x, y in output pixels.
+        stride: output stride R (boxes are scaled by it back to input pixels).
+        k: number of detections kept (top scores among the 3x3 local maxima; fewer if
+            ``C*Ho*Wo < k``).
+
+    Returns:
+        ``[k, 6]`` float32 rows ``(x1, y1, x2, y2, score, class)`` in input pixels, by
+        decreasing score; ``score`` is the sigmoid probability.
+    """
+    heat, wh, reg = _t(heat), _t(wh), _t(reg)
+    if heat.dim() != 3:
+        raise ValueError(f"decode: heat must be [C, Ho, Wo], got {list(heat.shape)}")
+    return decode_batch(heat[None], wh[None], reg[None], stride, k, heat_is_logits)[0]
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def evaluate_ap50(detections: dict, ground_truth: dict, class_names=VOC_CLASSES) -> dict:
+    """AP at IoU 0.5 per class with pycocotools' ``COCOeval``.
+
+    Args:
+        detections: ``image_id -> [k, 6]`` rows ``(x1, y1, x2, y2, score, class)``.
+        ground_truth: ``image_id -> (boxes [M, 4] xyxy, labels [M] int, difficult [M] bool)``.
+            Images in ``detections`` but not here raise; images here without detections
+            count (their objects are misses).
+        class_names: names indexed by class id.
+
+    Returns:
+        ``{"per_class": {name: AP50}`` for classes with at least one non-difficult GT box,
+        ``"voc6_map50"``: mean over the :data:`VOC6` classes present (NaN if none),
+        ``"map50_present"``: mean over present classes (NaN if none), ``"num_images"``,
+        ``"num_detections"``}.
+
+    Protocol: ``iouThrs = [0.5]``, ``maxDets = [100]`` per image, one area range (all).
+    VOC "difficult" boxes become COCO ``iscrowd = 1`` GT, which pycocotools marks ``ignore``:
+    a detection matched to one is neither TP nor FP and the box is no miss; like VOC, one
+    difficult box may absorb several detections. pycocotools would also switch to the crowd
+    IoU (intersection over detection area) for such boxes; :class:`_VOCIoUEval` keeps the
+    ordinary IoU as VOC does. Remaining differences to the VOC devkit: AP is COCO's 101-point
+    interpolated precision (VOC2010+ uses all points; results differ by up to ~1 point), and a
+    detection overlapping both a normal and a difficult box prefers the normal one.
+    """
+    names = list(class_names)
+    img_ids = {key: i + 1 for i, key in enumerate(ground_truth)}
+    missing = [key for key in detections if key not in img_ids]
+    if missing:
+        raise ValueError(f"evaluate_ap50: detections for images without ground truth: "
+                         f"{missing[:5]}")
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
+    images = [{"id": i} for i in img_ids.values()]
+    gt_anns = []
+    for key, (boxes, labels, difficult) in ground_truth.items():
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        difficult = np.asarray(difficult, dtype=bool).reshape(-1)
+        if not (len(boxes) == len(labels) == len(difficult)):
+            raise ValueError(f"evaluate_ap50: image {key!r}: {len(boxes)} boxes, "
+                             f"{len(labels)} labels, {len(difficult)} difficult flags")
+        for b, lab, dif in zip(boxes, labels, difficult):
+            if not 0 <= lab < len(names):
+                raise ValueError(f"evaluate_ap50: image {key!r}: label {lab} outside "
+                                 f"[0, {len(names)})")
+            w, h = b[2] - b[0], b[3] - b[1]
+            gt_anns.append({"id": len(gt_anns) + 1, "image_id": img_ids[key],
+                            "category_id": int(lab) + 1, "bbox": [b[0], b[1], w, h],
+                            "area": w * h, "iscrowd": int(dif)})
+    dt_anns = []
+    for key, det in detections.items():
+        det = np.asarray(det, dtype=np.float64).reshape(-1, 6)
+        for x1, y1, x2, y2, s, c in det:
+            if not 0 <= c < len(names):
+                raise ValueError(f"evaluate_ap50: image {key!r}: detection class {c} outside "
+                                 f"[0, {len(names)})")
+            dt_anns.append({"id": len(dt_anns) + 1, "image_id": img_ids[key],
+                            "category_id": int(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "area": (x2 - x1) * (y2 - y1), "score": float(s), "iscrowd": 0})
+
+    def coco(anns):
+        c = COCO()
+        c.dataset = {"images": images, "categories": cats, "annotations": anns}
+        with contextlib.redirect_stdout(io.StringIO()):
+            c.createIndex()
+        return c
+
+    ev = _VOCIoUEval(coco(gt_anns), coco(dt_anns), "bbox")
+    ev.params.iouThrs = np.array([0.5])
+    ev.params.maxDets = [100]
+    ev.params.areaRng = [[0.0, 1e10]]
+    ev.params.areaRngLbl = ["all"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+    prec = ev.eval["precision"][0, :, :, 0, 0]  # [recall thresholds, classes]
+    per_class = {}
+    for ci, name in enumerate(names):
+        p = prec[:, ci]
+        if (p > -1).any():  # -1: no non-difficult GT of this class
+            per_class[name] = float(np.mean(p[p > -1]))
+    voc6 = [per_class[n] for n in VOC6 if n in per_class]
+    return {"per_class": per_class,
+            "voc6_map50": float(np.mean(voc6)) if voc6 else float("nan"),
+            "map50_present": float(np.mean(list(per_class.values()))) if per_class
+            else float("nan"),
+            "num_images": len(ground_truth), "num_detections": len(dt_anns)}
+
+
+class _VOCIoUEval(COCOeval):
+    """``COCOeval`` with the ordinary IoU also for ``iscrowd`` (VOC difficult) GT; the
+    ignore/multi-match handling of crowd GT stays pycocotools'."""
+
+    def computeIoU(self, imgId, catId):
+        p = self.params
+        gt = self._gts[imgId, catId]
+        dt = self._dts[imgId, catId]
+        if len(gt) == 0 and len(dt) == 0:
+            return []
+        inds = np.argsort([-d["score"] for d in dt], kind="mergesort")
+        dt = [dt[i] for i in inds][:p.maxDets[-1]]
+        return mask_utils.iou([d["bbox"] for d in dt], [g["bbox"] for g in gt], [0] * len(gt))
+
+
+def results_table_md(results: dict) -> str:
+    """Markdown table of :func:`evaluate_ap50` results: one row per present class (AP50 in
+    percent, VOC6 classes marked), then VOC6 mAP50 and the mean over present classes."""
+    if "per_class" not in results:
+        raise ValueError("results_table_md: expected the dict returned by evaluate_ap50")
+    lines = ["| class | AP50 (%) |", "|---|---:|"]
+    for name, ap in results["per_class"].items():
+        lines.append(f"| {name}{' (VOC6)' if name in VOC6 else ''} | {100 * ap:.1f} |")
+    lines.append(f"| **VOC6 mAP50** | **{100 * results['voc6_map50']:.1f}** |")
+    lines.append(f"| mAP50 (present classes) | {100 * results['map50_present']:.1f} |")
+    lines.append(f"\n{results.get('num_images', '?')} images, COCO 101-point AP at IoU 0.5.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- drawing
+
+GT_COLOUR = (0, 255, 0)
+
+
+def _class_colour(c: int) -> tuple[int, int, int]:
+    """A fixed, non-green colour per class (golden-angle hue walk)."""
+    import colorsys
+
+    hue = (0.02 + 0.618034 * c) % 1.0
+    if 0.22 < hue < 0.45:  # keep clear of the ground-truth green
+        hue = (hue + 0.3) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.9, 1.0)
+    return int(255 * r), int(255 * g), int(255 * b)
+
+
+def draw_detections(image, detections, class_names=VOC_CLASSES, score_thresh: float = 0.3,
+                    gt=None):
+    """Draw boxes with "class score" labels on a copy of ``image`` (Pillow).
+
+    Args:
+        image: uint8 ``[H, W, 3]`` RGB.
+        detections: ``[k, 6]`` rows ``(x1, y1, x2, y2, score, class)`` in image pixels; rows
+            with ``score < score_thresh`` are skipped.
+        gt: optional ``(boxes [M, 4], labels [M])`` drawn in green (:data:`GT_COLOUR`).
+
+    Returns:
+        ``PIL.Image.Image`` (RGB).
+    """
+    from PIL import Image, ImageDraw
+
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"draw_detections: image must be uint8 [H, W, 3], got {img.dtype} "
+                         f"{img.shape}")
+    det = np.asarray(detections, dtype=np.float64).reshape(-1, 6)
+    out = Image.fromarray(img.copy(), "RGB")
+    draw = ImageDraw.Draw(out)
+    width = max(1, round(min(img.shape[:2]) / 200))
+
+    def box(b, colour, text):
+        x1, y1, x2, y2 = (float(v) for v in b)
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=width)
+        if text:
+            left, top, right, bottom = draw.textbbox((x1, y1), text)
+            ty = y1 - (bottom - top) - 2 if y1 - (bottom - top) - 2 >= 0 else y1
+            tb = draw.textbbox((x1, ty), text)
+            draw.rectangle([tb[0] - 1, tb[1] - 1, tb[2] + 1, tb[3] + 1], fill=colour)
+            draw.text((x1, ty), text, fill=(0, 0, 0))
+
+    if gt is not None:
+        gboxes, glabels = gt
+        for b, lab in zip(np.asarray(gboxes).reshape(-1, 4), np.asarray(glabels).reshape(-1)):
+            box(b, GT_COLOUR, None if lab is None else f"gt {class_names[int(lab)]}")
+    for x1, y1, x2, y2, s, c in det:
+        if s < score_thresh:
+            continue
+        ci = int(c)
+        name = class_names[ci] if 0 <= ci < len(class_names) else str(ci)
+        box((x1, y1, x2, y2), _class_colour(ci), f"{name} {s:.2f}")
+    return out
