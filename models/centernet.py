@@ -403,7 +403,8 @@ def draw_detections(image, detections, class_names=VOC_CLASSES, score_thresh: fl
         image: uint8 ``[H, W, 3]`` RGB.
         detections: ``[k, 6]`` rows ``(x1, y1, x2, y2, score, class)`` in image pixels; rows
             with ``score < score_thresh`` are skipped.
-        gt: optional ``(boxes [M, 4], labels [M])`` drawn in green (:data:`GT_COLOUR`).
+        gt: optional ``(boxes [M, 4], labels [M])`` drawn in green (:data:`GT_COLOUR`),
+            labelled below the box (detections are labelled above).
 
     Returns:
         ``PIL.Image.Image`` (RGB).
@@ -419,20 +420,24 @@ def draw_detections(image, detections, class_names=VOC_CLASSES, score_thresh: fl
     draw = ImageDraw.Draw(out)
     width = max(1, round(min(img.shape[:2]) / 200))
 
-    def box(b, colour, text):
+    def box(b, colour, text, below=False):
         x1, y1, x2, y2 = (float(v) for v in b)
         draw.rectangle([x1, y1, x2, y2], outline=colour, width=width)
         if text:
-            left, top, right, bottom = draw.textbbox((x1, y1), text)
-            ty = y1 - (bottom - top) - 2 if y1 - (bottom - top) - 2 >= 0 else y1
+            _, top, _, bottom = draw.textbbox((0, 0), text)
+            th = bottom - top + 2
+            # detections label above the box, ground truth below it (so they do not collide)
+            ty = (y2 + 1 if y2 + th < img.shape[0] else y2 - th) if below else \
+                (y1 - th if y1 - th >= 0 else y1)
             tb = draw.textbbox((x1, ty), text)
             draw.rectangle([tb[0] - 1, tb[1] - 1, tb[2] + 1, tb[3] + 1], fill=colour)
-            draw.text((x1, ty), text, fill=(0, 0, 0))
+            dark = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 128
+            draw.text((x1, ty), text, fill=(0, 0, 0) if dark else (255, 255, 255))
 
     if gt is not None:
         gboxes, glabels = gt
         for b, lab in zip(np.asarray(gboxes).reshape(-1, 4), np.asarray(glabels).reshape(-1)):
-            box(b, GT_COLOUR, None if lab is None else f"gt {class_names[int(lab)]}")
+            box(b, GT_COLOUR, f"gt {class_names[int(lab)]}", below=True)
     for x1, y1, x2, y2, s, c in det:
         if s < score_thresh:
             continue

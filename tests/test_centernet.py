@@ -263,16 +263,17 @@ def test_ap50_bad_input_and_table():
 
 
 def test_draw_detections_pixels():
-    img = np.full((80, 80, 3), 40, dtype=np.uint8)
-    dets = np.array([det_row([20, 30, 60, 70], 0.9, DOG),
-                     det_row([2, 72, 10, 78], 0.1, CAT)])  # below the threshold
-    out = np.asarray(draw_detections(img, dets, gt=(np.array([[5, 5, 15, 45]]), [PERSON])))
+    img = np.full((120, 120, 3), 40, dtype=np.uint8)
+    dets = np.array([det_row([20, 50, 70, 100], 0.9, DOG),
+                     det_row([2, 105, 10, 115], 0.1, CAT)])  # below the threshold
+    out = np.asarray(draw_detections(img, dets, gt=(np.array([[95, 5, 115, 30]]), [PERSON])))
     assert out.shape == img.shape and out.dtype == np.uint8
-    assert (out[50, 20] != 40).any() and (out[70, 40] != 40).any()  # left and bottom edges
-    assert (out[50, 40] == 40).all() and (out[76, 76] == 40).all()  # inside, far away
-    assert (out[75, 2] == 40).all()  # the low-score box is not drawn
-    assert tuple(out[35, 5]) == GT_COLOUR  # ground truth edge in green (below its label)
-    assert (out[25:30, 20:40] != 40).any()  # the "dog 0.90" label above the box
+    assert (out[75, 20] != 40).any() and (out[100, 45] != 40).any()  # left and bottom edges
+    assert (out[75, 45] == 40).all() and (out[115, 115] == 40).all()  # inside, far away
+    assert (out[110, 2] == 40).all()  # the low-score box is not drawn
+    assert tuple(out[20, 95]) == GT_COLOUR  # ground truth edge in green
+    assert (out[40:50, 20:60] != 40).any()  # the "dog 0.90" label above the box
+    assert (out[31:43, 95:110] != 40).any()  # the "gt person" label below the GT box
     assert (img == 40).all()  # the input is not modified
     with pytest.raises(ValueError, match="uint8"):
         draw_detections(img.astype(np.float32), dets)
