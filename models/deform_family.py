@@ -22,6 +22,12 @@ form          sampling
               by a grouped 1x1 ``Conv`` (docs/detector_contract.md, deformable row).
 ============  ==============================================================================
 
+Quantisation: with ``quant=True`` the weights of both convs are Brevitas per-channel; only the
+"rounded" form quantises its offsets (3-bit, scale 1.0), the other forms keep real offsets
+(they are accuracy ablations; the hardware runs "rounded" only, DESIGN.md). The clip of
+"bounded"/"square" passes no gradient to offsets outside ``[0, N]`` (like a ReLU; the shared
+offset-conv weights still learn from the other pixels).
+
 Every form is "sample then 1x1 conv": the sampler produces ``[N, C*9, H, W]`` with channel
 ``c*9 + ky*3 + kx`` (the layout of ``models.deform``) and a 1x1 conv ``9C -> C`` mixes the taps,
 with ``groups = 1`` for "full" (equal to a dense 3x3 conv over the deformed taps, weight

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 from brevitas.nn import QuantIdentity, QuantReLU
@@ -275,6 +276,22 @@ def test_rounded_exports_deformable_sample_and_grouped_conv(tmp_path):
     convs = [nd for nd in g.node if nd.op_type == "Conv"]
     groups = sorted(next((a.i for a in nd.attribute if a.name == "group"), 1) for nd in convs)
     assert groups == [1, 4]  # the offset conv and the grouped 1x1 over the taps
+    # the offsets come from a 3-bit unsigned Quant with scale 1.0
+    ds = next(nd for nd in g.node if nd.op_type == "DeformableSample")
+    q = next(nd for nd in g.node if nd.output[0] == ds.input[1])
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
+    assert q.op_type == "Quant"
+    assert float(inits[q.input[1]]) == 1.0 and float(inits[q.input[3]]) == 3.0  # scale, bits
+    assert next(a.i for a in q.attribute if a.name == "signed") == 0
+
+
+def test_weight_bits_8():
+    m = DeformConv3x3(4, "square", quant=True, weight_bits=8)
+    qw = m.conv.quant_weight()
+    ints = (qw.value / qw.scale).round()
+    assert ints.abs().max() == 127 and len(torch.unique(ints)) > 15
+    with pytest.raises(ValueError, match="weight_bits"):
+        DeformConv3x3(4, "square", quant=True, weight_bits=3)
 
 
 def test_bad_inputs():
