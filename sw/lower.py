@@ -1,28 +1,40 @@
 """Lower a QONNX export of a Brevitas model to the hardware-layer graph (:mod:`sw.hwgraph`).
 
-Supported pattern, node by node (everything else is refused with :class:`CompileError`
-before any HDL exists):
+Two stages:
 
-* ``Quant`` on the graph input: the accelerator's integer input (zero point 0).
-* ``Quant`` on an initializer feeding a ``Conv``: integer weights ``W / scale`` (per output
-  channel scale; the quotient must be integral).
-* ``Conv`` (+ optional ``Relu``) followed by an activation ``Quant``:
+1. :func:`streamline_qonnx`: the qonnx Transformations of :mod:`sw.transforms` (cleanup,
+   weight-quant folding, BatchNorm -> affine, integer activations, scale movement, collapse of
+   every ``scale/bias/BN/ReLU/Quant`` chain into one integer ``Requant``). The result is an
+   integer ONNX graph that qonnx executes: the reference the golden model must equal exactly.
+2. :func:`lower_streamlined`: each node of that graph becomes hardware layers
+   (docs/detector_contract.md section 2):
 
-  - group 1, 1x1, stride 1, no pad            -> MVAU -> Requant
-  - group 1, other kernels                     -> SlidingWindow (standard) -> MVAU -> Requant
-  - depthwise (group = C_in = C_out)           -> SlidingWindow (depthwise) -> VVAU -> Requant
-  - 1x1, group = C_out, on a DeformableSample  -> VVAU (9 taps) -> Requant
-* ``DeformableSample`` (domain ``sw.qonnx_ops``) with integer offsets from a scale-1 unsigned
-  ``Quant``: DeformableSampler.
-* A tensor read by two layers: Duplicate.
+   ====================================  ===============================================
+   streamlined node                      hardware layers
+   ====================================  ===============================================
+   ``Quant`` on the graph input          the accelerator's (unsigned) integer input
+   ``Conv`` 1x1 / stride 1 / no pad      MVAU
+   ``Conv`` other, group 1               SlidingWindow (standard) + MVAU
+   ``Conv`` depthwise (group = C)        SlidingWindow (depthwise) + VVAU
+   ``Conv`` 1x1, group C, on a           VVAU with 9 taps (the deformable depthwise 3x3)
+   ``DeformableSample``
+   ``DeformableSample``                  DeformableSampler (offsets from an unsigned
+                                         scale-1 Requant, clamped to [0, max_offset])
+   ``Requant``                           Requant (after a Conv: on its accumulators; on an
+                                         integer feature: a re-quantised passthrough)
+   ``MaxPool``                           SlidingWindow (depthwise, pad value 0) + MaxPool
+                                         (input must be unsigned)
+   ``Resize`` (nearest, integer factor)  Upsample
+   ``Concat`` (channels)                 Concat (inputs of equal scale, bits and sign)
+   ``Split`` / ``Slice`` (channels)      ChannelSplit
+   ``ChannelShuffle``                    ChannelShuffle
+   ``Add`` (two tensors)                 Add (one bit wider; the next Requant narrows it)
+   a tensor read by n > 1 layers         n - 1 Duplicate layers (FINN's DuplicateStreams)
+   ====================================  ===============================================
 
-Requantisation (how the real-valued scales become integers): the float output of a layer is
-``y = act(acc * s_in * s_w[c] + bias[c])`` and Brevitas emits ``q = clamp(round(y / s_out))``.
-The hardware computes ``q = clamp((acc * M[c] + B[c]) >> S)`` with
-``M[c] = round(s_in * s_w[c] / s_out * 2**S)`` (``M < 2**MULTIPLIER_BITS``, the largest ``S``
-that allows it), ``B[c] = round(bias[c] / s_out * 2**S) + 2**(S-1)`` (round half up).
-The difference from Brevitas (the multiplier's rounding, ties) is measured by
-:func:`sw.report.compare_golden_to_qonnx`, not assumed away.
+Requantisation arithmetic: see :mod:`sw.transforms.streamline` (``M/2**S`` with bias, round
+half up, ``MULTIPLIER_BITS``-bit multiplier). Its distance from Brevitas (multiplier rounding,
+ties) is measured by :func:`sw.execute.compare_with_brevitas`, not assumed away.
 """
 
 from __future__ import annotations
@@ -32,45 +44,39 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 
 from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+from sw.transforms.base import CompileError, attr, get_scales
+from sw.transforms.streamline import MULTIPLIER_BITS, SUPPORTED_WEIGHT_BITS  # noqa: F401
 
-#: Multiplier width of the requantiser (unsigned), chosen to fit one DSP48 input (18x27).
-MULTIPLIER_BITS = 16
-#: Weight bits the VVAU / MVAU support.
-SUPPORTED_WEIGHT_BITS = range(2, 9)
+__all__ = ["CompileError", "lower_qonnx", "streamline_qonnx", "lower_streamlined",
+           "MULTIPLIER_BITS", "SUPPORTED_WEIGHT_BITS", "CUSTOM_DOMAIN"]
+
 CUSTOM_DOMAIN = "sw.qonnx_ops"
+SUPPORTED = ("Quant (input), Conv, Requant, DeformableSample, MaxPool, Resize (nearest), Concat, "
+             "Split/Slice (channels), ChannelShuffle, Add")
 
 
-class CompileError(ValueError):
-    """The compiler refuses the model: the message names the node and the rule broken."""
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-def _decode(v):
-    return v.decode() if isinstance(v, bytes) else v
+def acc_bits(in_bits: int, in_signed: bool, w_bits: int, n: int) -> int:
+    """Accumulator width (bits, signed) for ``n`` products of an input and a weight: enough for
+    ``n * max|x| * max|w|`` (FINN's data-type bound for the MVAU accumulator)."""
+    in_mag = 2 ** (in_bits - 1) if in_signed else 2**in_bits - 1
+    bound = in_mag * 2 ** (w_bits - 1) * n
+    return int(math.ceil(math.log2(bound + 1))) + 1
 
 
 class _Lowerer:
     def __init__(self, model: ModelWrapper):
         self.model = model
         self.graph = model.graph
-        self.inits = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
+        self.scales = get_scales(model)
         self.layers: list[HWLayer] = []
         self.tensors: dict[str, TensorInfo] = {}
-        self.consumed: set[str] = set()  # QONNX nodes already lowered
         self.names: dict[str, int] = {}
+        self.done: set[str] = set()
 
-    # -- helpers -----------------------------------------------------------------------------
-    def fail(self, node: onnx.NodeProto | None, rule: str) -> CompileError:
+    def fail(self, node, rule: str) -> CompileError:
         where = f"node {node.name!r} ({node.op_type})" if node is not None else "graph"
         return CompileError(f"{where}: {rule}")
 
@@ -79,57 +85,21 @@ class _Lowerer:
         self.names[base] = n + 1
         return f"{base}_{n}"
 
-    def const(self, node: onnx.NodeProto, name: str) -> np.ndarray:
-        if name not in self.inits:
-            raise self.fail(node, f"input {name!r} must be a constant initializer")
-        return self.inits[name]
-
-    def consumers(self, tensor: str) -> list[onnx.NodeProto]:
-        return [n for n in self.graph.node if tensor in n.input]
-
-    def producer(self, tensor: str) -> onnx.NodeProto | None:
-        for n in self.graph.node:
-            if tensor in n.output:
-                return n
-        return None
-
-    def quant_params(self, node: onnx.NodeProto) -> tuple[np.ndarray, int, bool, bool]:
-        """(scale, bits, signed, narrow) of a Quant node with constant parameters."""
-        scale = self.const(node, node.input[1]).astype(np.float64)
-        zero_point = self.const(node, node.input[2])
-        bits = float(self.const(node, node.input[3]))
-        if np.any(zero_point != 0):
-            raise self.fail(node, "zero point must be 0 (symmetric/unsigned quantisation only)")
-        if bits != int(bits) or int(bits) < 1:
-            raise self.fail(node, f"bit width must be a positive integer, got {bits}")
-        if np.any(scale <= 0):
-            raise self.fail(node, "scale must be positive")
-        rounding = _decode(_attr(node, "rounding_mode", "ROUND"))
-        if rounding != "ROUND":
-            raise self.fail(node, f"rounding mode {rounding!r} not supported (ROUND only)")
-        return scale, int(bits), bool(_attr(node, "signed", 1)), bool(_attr(node, "narrow", 0))
-
-    @staticmethod
-    def int_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
-        if signed:
-            lo = -(2 ** (bits - 1)) + (1 if narrow else 0)
-            return lo, 2 ** (bits - 1) - 1
-        return 0, 2**bits - 1 - (1 if narrow else 0)
-
-    def shape_nchw(self, tensor: str) -> tuple[int, ...]:
+    def feature_info(self, tensor: str, bits: int, signed: bool, scale, kind="feature") -> TensorInfo:
         shape = self.model.get_tensor_shape(tensor)
-        if shape is None or any((not isinstance(d, int)) or d <= 0 for d in shape):
-            raise CompileError(f"tensor {tensor!r}: dynamic or unknown shape {shape}; "
-                               "export with a fixed input shape")
-        return tuple(shape)
-
-    def feature_info(self, tensor: str, bits: int, signed: bool, scale: float) -> TensorInfo:
-        shape = self.shape_nchw(tensor)
-        if len(shape) != 4 or shape[0] != 1:
+        if shape is None or len(shape) != 4 or shape[0] != 1:
             raise CompileError(f"tensor {tensor!r}: expected NCHW with batch 1, got {shape}")
         _, c, h, w = shape
-        info = TensorInfo(tensor, (h, w, c), bits, signed, float(scale), "feature")
+        info = TensorInfo(tensor, (h, w, c), bits, signed, scale, kind)
         self.tensors[tensor] = info
+        return info
+
+    def need_feature(self, node, tensor: str) -> TensorInfo:
+        info = self.tensors.get(tensor)
+        if info is None or info.kind != "feature":
+            raise self.fail(node, f"input {tensor!r} is not an integer feature tensor (a float op or "
+                                  "a missing activation Quant before it); rule: every layer input "
+                                  "must be quantised")
         return info
 
     # -- the pass ----------------------------------------------------------------------------
@@ -137,199 +107,175 @@ class _Lowerer:
         if len(self.graph.input) != 1 or len(self.graph.output) != 1:
             raise self.fail(None, "exactly one graph input and one graph output are supported")
         gin = self.graph.input[0].name
-        first = self.consumers(gin)
+        first = self.model.find_consumers(gin)
         if len(first) != 1 or first[0].op_type != "Quant":
             raise self.fail(first[0] if first else None,
                             "the graph input must feed exactly one Quant node (integer input)")
         qin = first[0]
-        scale, bits, signed, narrow = self.quant_params(qin)
-        if scale.size != 1:
+        dt = self.model.get_tensor_datatype(qin.output[0])
+        scale = self.scales.get(qin.output[0])
+        if isinstance(scale, list):
             raise self.fail(qin, "input quantisation must be per tensor")
-        if signed:
+        if dt.signed():
             raise self.fail(qin, "the accelerator input must be unsigned (uint8 pixels)")
-        self.feature_info(qin.output[0], bits, signed, float(scale))
-        self.consumed.add(qin.name)
-        graph_input = qin.output[0]
-
+        self.feature_info(qin.output[0], dt.bitwidth(), False, scale)
+        self.done.add(qin.name)
         for node in self.graph.node:
-            if node.name in self.consumed:
+            if node.name in self.done:
                 continue
+            if node.op_type in ("Mul", "Div", "Relu", "BatchNormalization") or (
+                    node.op_type == "Add" and any(self.model.get_initializer(t) is not None for t in node.input)):
+                raise self.float_leftover(node)
+            handler = getattr(self, f"lower_{node.op_type}", None)
             if node.op_type == "Quant":
-                if node.input[0] in self.inits:
-                    continue  # weight quantiser, read by its Conv
-                raise self.fail(node, "activation Quant must follow a Conv (+ Relu)")
-            elif node.op_type == "Conv":
-                self.lower_conv(node)
-            elif node.op_type == "DeformableSample" and node.domain == CUSTOM_DOMAIN:
-                self.lower_deformable(node)
-            else:
-                raise self.fail(
-                    node,
-                    "unsupported op; supported: Quant, Conv (+Relu, +Quant), "
-                    f"{CUSTOM_DOMAIN}.DeformableSample",
-                )
+                raise self.fail(node, "a Quant here was not absorbed into a requantisation "
+                                      "(is its input a float tensor?)")
+            if handler is None:
+                raise self.fail(node, f"unsupported op; supported: {SUPPORTED}")
+            handler(node)
+            self.done.add(node.name)
         gout = self.graph.output[0].name
         if gout not in self.tensors or self.tensors[gout].kind != "feature":
-            raise self.fail(self.producer(gout), "the graph output must be a quantised feature map")
+            raise self.fail(self.model.find_producer(gout),
+                            "the graph output must be a quantised feature map")
         self.insert_duplicates()
-        return HWGraph(self.layers, self.tensors, graph_input, gout)
+        return HWGraph(self.layers, self.tensors, qin.output[0], gout)
 
-    def lower_conv(self, node: onnx.NodeProto) -> None:
-        x = node.input[0]
-        if x not in self.tensors:
-            raise self.fail(node, "input is not a quantised integer tensor (missing input Quant)")
+    def float_leftover(self, node) -> CompileError:
+        """The error for a float op that no requantisation absorbed, naming the integer op
+        it follows (usually a Conv without an output Quant)."""
+        src = node
+        while src is not None and (src.op_type in ("Mul", "Div", "Relu", "Add", "BatchNormalization")):
+            prev = self.model.find_producer(src.input[0])
+            if prev is None:
+                break
+            src = prev
+        if src is not None and src.op_type == "Conv":
+            return self.fail(src, f"a Conv must be followed by [BatchNorm ->] [Relu ->] an activation "
+                                  f"Quant (the accelerator streams integers only; float op "
+                                  f"{node.name!r} ({node.op_type}) is left after streamlining)")
+        return self.fail(node, "float op left after streamlining: it must sit between an integer op "
+                               "and an activation Quant that absorbs it")
+
+    def add(self, op, node, inputs, outputs, attrs, params=None) -> HWLayer:
+        layer = HWLayer(self.uname(op), op, inputs, outputs, attrs, params or {}, source_node=node.name)
+        self.layers.append(layer)
+        return layer
+
+    def window(self, node, x: str, k, stride, pad, dilation, depthwise) -> str:
         xin = self.tensors[x]
-        wq = self.producer(node.input[1])
-        if wq is None or wq.op_type != "Quant" or wq.input[0] not in self.inits:
-            raise self.fail(node, "weights must come from a Quant node on a constant")
-        w_float = self.inits[wq.input[0]].astype(np.float64)
-        w_scale, w_bits, w_signed, w_narrow = self.quant_params(wq)
-        if w_bits not in SUPPORTED_WEIGHT_BITS or not w_signed:
-            raise self.fail(wq, f"weights must be signed with 2..8 bits, got {w_bits} bits "
-                            f"{'signed' if w_signed else 'unsigned'}")
-        # the Quant node's own semantics: round half to even (numpy/torch), then clamp
-        lo, hi = self.int_range(w_bits, True, w_narrow)
-        w_int = np.clip(np.round(w_float / w_scale), lo, hi).astype(np.int64)
-        cout, cin_g, kh, kw = w_int.shape
-        s_w = np.broadcast_to(w_scale.reshape(-1), (cout,)) if w_scale.size in (1, cout) else None
-        if s_w is None:
-            raise self.fail(wq, "weight scale must be per tensor or per output channel")
-        bias = np.zeros(cout)
+        h, w, c = xin.shape
+        from sw.golden import conv_output_dim
+
+        oh, ow = conv_output_dim(h, k, stride, pad, dilation), conv_output_dim(w, k, stride, pad, dilation)
+        src = f"{node.name}_windows"
+        self.tensors[src] = TensorInfo(src, (oh, ow, k * k * c), xin.bits, xin.signed, None,
+                                       "dwwindow" if depthwise else "window")
+        self.add("SlidingWindow", node, [x], [src],
+                 dict(ifm_dim=(h, w), channels=c, kernel=k, stride=stride, pad=pad,
+                      dilation=dilation, depthwise=depthwise, bits=xin.bits, signed=xin.signed))
+        return src
+
+    @staticmethod
+    def geometry(node, what: str):
+        ks = list(attr(node, "kernel_shape", []) or [])
+        strides = list(attr(node, "strides", [1, 1]) or [1, 1])
+        pads = list(attr(node, "pads", [0, 0, 0, 0]) or [0, 0, 0, 0])
+        dil = list(attr(node, "dilations", [1, 1]) or [1, 1])
+        if attr(node, "auto_pad", "NOTSET") not in ("NOTSET", ""):
+            raise CompileError(f"node {node.name!r} ({node.op_type}): auto_pad is not supported; "
+                               "export explicit pads")
+        if (ks and ks[0] != ks[1]) or strides[0] != strides[1] or dil[0] != dil[1] or len(set(pads)) != 1:
+            raise CompileError(f"node {node.name!r} ({node.op_type}): square {what}s, strides, "
+                               f"dilations and symmetric padding only (kernel {ks}, strides {strides}, "
+                               f"pads {pads}, dilations {dil})")
+        return (ks[0] if ks else None), strides[0], pads[0], dil[0]
+
+    def lower_Conv(self, node) -> None:
+        x = node.input[0]
+        xin = self.tensors.get(x)
+        if xin is None:
+            self.need_feature(node, x)
+        w = self.model.get_initializer(node.input[1])
+        wdt = self.model.get_tensor_datatype(node.input[1])
+        if w is None or not wdt.is_integer():
+            raise self.fail(node, "weights must be integers from a weight Quant")
         if len(node.input) > 2 and node.input[2]:
-            bias = self.const(node, node.input[2]).astype(np.float64).reshape(-1)
-        group = int(_attr(node, "group", 1))
-        strides = list(_attr(node, "strides", [1, 1]) or [1, 1])
-        pads = list(_attr(node, "pads", [0, 0, 0, 0]) or [0, 0, 0, 0])
-        dil = list(_attr(node, "dilations", [1, 1]) or [1, 1])
-        if kh != kw or strides[0] != strides[1] or dil[0] != dil[1] or len(set(pads)) != 1:
-            raise self.fail(node, f"square kernels, strides, dilations and symmetric padding only "
-                                  f"(kernel {kh}x{kw}, strides {strides}, pads {pads}, dilations {dil})")
-        k, stride, pad, dilation = kh, strides[0], pads[0], dil[0]
-        h, w, cin = xin.shape
-
-        # activation after the conv: [Relu] -> Quant
-        chain = self.consumers(node.output[0])
-        relu = None
-        if len(chain) == 1 and chain[0].op_type == "Relu":
-            relu = chain[0]
-            chain = self.consumers(relu.output[0])
-        if len(chain) != 1 or chain[0].op_type != "Quant":
-            raise self.fail(node, "a Conv must be followed by [Relu ->] an activation Quant "
-                                  "(the accelerator streams integers only)")
-        aq = chain[0]
-        a_scale, a_bits, a_signed, a_narrow = self.quant_params(aq)
-        if a_scale.size != 1:
-            raise self.fail(aq, "activation quantisation must be per tensor")
-        out_lo, out_hi = self.int_range(a_bits, a_signed, a_narrow)
-        if relu is not None:
-            out_lo = max(out_lo, 0)
-        out = aq.output[0]
-        oinfo = self.feature_info(out, a_bits, a_signed, float(a_scale))
-        oh, ow, _ = oinfo.shape
+            raise self.fail(node, "a Conv bias must have been moved into the requantisation")
+        w_bits = wdt.bitwidth()
+        w_int = np.asarray(w).astype(np.int64)
+        cout, cin_g, kh, kw = w_int.shape
+        group = int(attr(node, "group", 1))
+        _, stride, pad, dilation = self.geometry(node, "kernel")
+        if kh != kw:
+            raise self.fail(node, f"square kernels only (kernel {kh}x{kw})")
+        k = kh
+        acc = node.output[0]
+        oshape = self.model.get_tensor_shape(acc)
+        oh, ow = oshape[2], oshape[3]
         pixels = oh * ow
-        for consumer in self.consumers(out):
-            if consumer.op_type == "DeformableSample" and consumer.input[1] == out:
-                max_offset = int(_attr(consumer, "max_offset", 7))
-                if a_signed or float(a_scale) != 1.0:
-                    raise self.fail(aq, "deformable offsets must be unsigned integers (scale 1.0)")
-                out_hi = min(out_hi, max_offset)
-        if xin.scale is None:
-            raise self.fail(node, "input has no scale")
-
-        acc_in = f"{node.name}_windows"
         if xin.kind == "window9":
-            # 1x1 grouped conv over a DeformableSample: the depthwise 3x3 of the deformable conv
-            if not (k == 1 and group == cout and cin == cout * 9 and cin_g == 9):
+            if not (k == 1 and group == cout and xin.shape[2] == cout * 9 and cin_g == 9):
                 raise self.fail(node, "after a DeformableSample only a 1x1 conv with group = C_out "
                                       "and 9 inputs per group (depthwise 3x3) is supported")
-            weights = w_int.reshape(cout, 9)
-            self.add_vvau(node, x, weights, w_bits, cout, 9, pixels)
-        elif group == 1:
+            self.add_vvau(node, x, acc, w_int.reshape(cout, 9), w_bits, cout, 9, pixels)
+            return
+        xin = self.need_feature(node, x)
+        h, wd, cin = xin.shape
+        if group == 1:
             mw = k * k * cin
             weights = w_int.transpose(0, 2, 3, 1).reshape(cout, mw)
-            if k == 1 and stride == 1 and pad == 0:
-                src = x
-            else:
-                src = acc_in
-                self.tensors[src] = TensorInfo(src, (oh, ow, mw), xin.bits, xin.signed, None, "window")
-                self.layers.append(HWLayer(
-                    self.uname("SlidingWindow"), "SlidingWindow", [x], [src],
-                    dict(ifm_dim=(h, w), channels=cin, kernel=k, stride=stride, pad=pad,
-                         dilation=dilation, depthwise=False, bits=xin.bits, signed=xin.signed),
-                    source_node=node.name))
-            self.add_mvau(node, src, weights, w_bits, cout, mw, pixels)
+            src = x if (k == 1 and stride == 1 and pad == 0) else self.window(
+                node, x, k, stride, pad, dilation, False)
+            bits = acc_bits(xin.bits, xin.signed, w_bits, mw)
+            self.tensors[acc] = TensorInfo(acc, (oh, ow, cout), bits, True, None, "acc")
+            self.add("MVAU", node, [src], [acc],
+                     dict(mh=cout, mw=mw, pixels=pixels, weight_bits=w_bits, in_bits=xin.bits,
+                          in_signed=xin.signed, acc_bits=bits), dict(weights=weights))
         elif group == cin == cout and cin_g == 1:
-            src = acc_in
-            self.tensors[src] = TensorInfo(src, (oh, ow, k * k * cin), xin.bits, xin.signed, None,
-                                           "dwwindow")
-            self.layers.append(HWLayer(
-                self.uname("SlidingWindow"), "SlidingWindow", [x], [src],
-                dict(ifm_dim=(h, w), channels=cin, kernel=k, stride=stride, pad=pad,
-                     dilation=dilation, depthwise=True, bits=xin.bits, signed=xin.signed),
-                source_node=node.name))
-            self.add_vvau(node, src, w_int.reshape(cout, k * k), w_bits, cout, k * k, pixels)
+            src = self.window(node, x, k, stride, pad, dilation, True)
+            self.add_vvau(node, src, acc, w_int.reshape(cout, k * k), w_bits, cout, k * k, pixels)
         else:
             raise self.fail(node, f"grouped convolution with group={group} (C_in={cin}, "
                                   f"C_out={cout}) is neither dense nor depthwise")
 
-        # requantisation
-        acc = self.layers[-1].outputs[0]
-        ratio = xin.scale * s_w / float(a_scale)
-        shift = self.choose_shift(node, ratio)
-        multiplier = np.round(ratio * 2.0**shift).astype(np.int64)
-        bias_int = np.round(bias / float(a_scale) * 2.0**shift).astype(np.int64) + (1 << (shift - 1))
-        self.layers.append(HWLayer(
-            self.uname("Requant"), "Requant", [acc], [out],
-            dict(channels=cout, pixels=pixels, shift=shift, out_min=int(out_lo), out_max=int(out_hi),
-                 acc_bits=self.tensors[acc].bits),
-            params=dict(multiplier=multiplier, bias=bias_int), source_node=aq.name))
-        self.consumed.update({node.name, aq.name} | ({relu.name} if relu else set()))
-
-    def choose_shift(self, node, ratio: np.ndarray) -> int:
-        if np.any(ratio <= 0) or not np.all(np.isfinite(ratio)):
-            raise self.fail(node, "requantisation scale must be positive and finite")
-        shift = int(math.floor(math.log2((2**MULTIPLIER_BITS - 1) / float(np.max(ratio)))))
-        if shift < 1:
-            raise self.fail(node, f"requantisation ratio {float(np.max(ratio)):.3g} too large for a "
-                                  f"{MULTIPLIER_BITS}-bit multiplier")
-        return min(shift, 48)
-
-    @staticmethod
-    def acc_bits(in_bits: int, in_signed: bool, w_bits: int, n: int) -> int:
-        in_mag = 2 ** (in_bits - 1) if in_signed else 2**in_bits - 1
-        bound = in_mag * 2 ** (w_bits - 1) * n
-        return int(math.ceil(math.log2(bound + 1))) + 1
-
-    def add_mvau(self, node, src, weights, w_bits, mh, mw, pixels):
+    def add_vvau(self, node, src, acc, weights, w_bits, channels, kk, pixels):
         xin = self.tensors[src]
-        acc = f"{node.name}_acc"
-        bits = self.acc_bits(xin.bits, xin.signed, w_bits, mw)
-        oh, ow = self.tensors[src].shape[:2]
-        self.tensors[acc] = TensorInfo(acc, (oh, ow, mh), bits, True, None, "acc")
-        self.layers.append(HWLayer(
-            self.uname("MVAU"), "MVAU", [src], [acc],
-            dict(mh=mh, mw=mw, pixels=pixels, weight_bits=w_bits, in_bits=xin.bits,
-                 in_signed=xin.signed, acc_bits=bits),
-            params=dict(weights=weights), source_node=node.name))
-
-    def add_vvau(self, node, src, weights, w_bits, channels, kk, pixels):
-        xin = self.tensors[src]
-        acc = f"{node.name}_acc"
-        bits = self.acc_bits(xin.bits, xin.signed, w_bits, kk)
+        bits = acc_bits(xin.bits, xin.signed, w_bits, kk)
         oh, ow = xin.shape[:2]
         self.tensors[acc] = TensorInfo(acc, (oh, ow, channels), bits, True, None, "acc")
-        self.layers.append(HWLayer(
-            self.uname("VVAU"), "VVAU", [src], [acc],
-            dict(channels=channels, kernel_elems=kk, pixels=pixels, weight_bits=w_bits,
-                 in_bits=xin.bits, in_signed=xin.signed, acc_bits=bits),
-            params=dict(weights=weights), source_node=node.name))
+        self.add("VVAU", node, [src], [acc],
+                 dict(channels=channels, kernel_elems=kk, pixels=pixels, weight_bits=w_bits,
+                      in_bits=xin.bits, in_signed=xin.signed, acc_bits=bits), dict(weights=weights))
 
-    def lower_deformable(self, node: onnx.NodeProto) -> None:
+    def lower_Requant(self, node) -> None:
+        x, out = node.input[0], node.output[0]
+        xin = self.tensors.get(x)
+        if xin is None or xin.kind not in ("acc", "feature"):
+            raise self.fail(node, f"input {x!r} must be a Conv accumulator or an integer feature")
+        dt = self.model.get_tensor_datatype(out)
+        if not dt.is_integer():
+            raise self.fail(node, f"output {out!r} has no integer data type")
+        lo, hi = int(attr(node, "out_min")), int(attr(node, "out_max"))
+        for consumer in self.model.find_consumers(out):
+            if consumer.op_type == "DeformableSample" and consumer.input[1] == out:
+                if lo < 0 or self.scales.get(out) != 1.0:
+                    raise self.fail(node, "deformable offsets must be unsigned integers (scale 1.0)")
+                hi = min(hi, int(attr(consumer, "max_offset", 7)))
+        h, w, c = xin.shape
+        oinfo = self.feature_info(out, dt.bitwidth(), dt.signed(), self.scales.get(out))
+        self.add("Requant", node, [x], [out],
+                 dict(channels=c, pixels=h * w, shift=int(attr(node, "shift")), out_min=lo, out_max=hi,
+                      acc_bits=xin.bits, in_signed=xin.signed),
+                 dict(multiplier=np.asarray(self.model.get_initializer(node.input[1])).astype(np.int64).reshape(-1),
+                      bias=np.asarray(self.model.get_initializer(node.input[2])).astype(np.int64).reshape(-1)))
+        assert oinfo.shape[2] == c
+
+    def lower_DeformableSample(self, node) -> None:
         x, off = node.input[0], node.input[1]
-        if x not in self.tensors or off not in self.tensors:
-            raise self.fail(node, "features and offsets must be quantised integer tensors")
-        xin, oin = self.tensors[x], self.tensors[off]
-        max_offset = int(_attr(node, "max_offset", 7))
+        xin = self.need_feature(node, x)
+        oin = self.need_feature(node, off)
+        max_offset = int(attr(node, "max_offset", 7))
         if oin.shape != (*xin.shape[:2], 1):
             raise self.fail(node, f"offsets {oin.shape} must be one channel of size {xin.shape[:2]}")
         if oin.signed or oin.scale != 1.0:
@@ -338,53 +284,190 @@ class _Lowerer:
         h, w, c = xin.shape
         out = node.output[0]
         self.tensors[out] = TensorInfo(out, (h, w, 9 * c), xin.bits, xin.signed, xin.scale, "window9")
-        self.layers.append(HWLayer(
-            self.uname("DeformableSampler"), "DeformableSampler", [x, off], [out],
-            dict(ifm_dim=(h, w), channels=c, max_offset=max_offset, bits=xin.bits,
-                 offset_bits=oin.bits), source_node=node.name))
-        self.consumed.add(node.name)
+        self.add("DeformableSampler", node, [x, off], [out],
+                 dict(ifm_dim=(h, w), channels=c, max_offset=max_offset, bits=xin.bits,
+                      offset_bits=oin.bits))
+
+    def passthrough(self, node, x: str, out: str, kind="feature") -> TensorInfo:
+        xin = self.tensors[x]
+        return self.feature_info(out, xin.bits, xin.signed, xin.scale, kind)
+
+    def lower_MaxPool(self, node) -> None:
+        x = node.input[0]
+        xin = self.need_feature(node, x)
+        if xin.signed:
+            raise self.fail(node, "MaxPool input must be unsigned (the window pads with 0, which is "
+                                  "the identity of max only for values >= 0; pool after a ReLU)")
+        if int(attr(node, "ceil_mode", 0)) or len(node.output) > 1:
+            raise self.fail(node, "ceil_mode and the indices output are not supported")
+        k, stride, pad, dil = self.geometry(node, "kernel")
+        src = self.window(node, x, k, stride, pad, dil, True)
+        out = self.passthrough(node, x, node.output[0])
+        self.add("MaxPool", node, [src], [node.output[0]],
+                 dict(kernel=k, channels=xin.shape[2], pixels=out.shape[0] * out.shape[1], bits=xin.bits))
+
+    def lower_Resize(self, node) -> None:
+        x = node.input[0]
+        xin = self.need_feature(node, x)
+        mode = attr(node, "mode", "nearest")
+        ctm = attr(node, "coordinate_transformation_mode", "half_pixel")
+        nearest = attr(node, "nearest_mode", "round_prefer_floor")
+        if mode != "nearest" or ctm != "asymmetric" or nearest != "floor":
+            raise self.fail(node, f"only nearest upsampling out[y] = in[y // f] is supported (mode "
+                                  f"{mode!r}, coordinate_transformation_mode {ctm!r}, nearest_mode "
+                                  f"{nearest!r}; expected nearest/asymmetric/floor)")
+        oshape = self.model.get_tensor_shape(node.output[0])
+        h, w, c = xin.shape
+        fh, fw = oshape[2] / h, oshape[3] / w
+        if fh != fw or fh != int(fh) or fh < 1 or oshape[1] != c:
+            raise self.fail(node, f"the upsampling factor must be one integer for H and W "
+                                  f"(got {fh:g} x {fw:g})")
+        self.passthrough(node, x, node.output[0])
+        self.add("Upsample", node, [x], [node.output[0]], dict(factor=int(fh), ifm_dim=(h, w), channels=c,
+                                                              bits=xin.bits))
+
+    def lower_Concat(self, node) -> None:
+        if int(attr(node, "axis", 1)) not in (1, -3):
+            raise self.fail(node, "concatenation along channels (axis 1) only")
+        infos = [self.need_feature(node, t) for t in node.input]
+        a = infos[0]
+        for b in infos[1:]:
+            if (b.bits, b.signed, b.scale) != (a.bits, a.signed, a.scale) or b.shape[:2] != a.shape[:2]:
+                raise self.fail(node, f"inputs {a.name!r} ({a.bits} bits, scale {a.scale}) and {b.name!r} "
+                                      f"({b.bits} bits, scale {b.scale}) differ; rule: concat inputs come "
+                                      "from one shared quantizer and have the same H, W")
+        self.passthrough(node, node.input[0], node.output[0])
+        self.add("Concat", node, list(node.input), [node.output[0]],
+                 dict(channels=[i.shape[2] for i in infos], pixels=a.shape[0] * a.shape[1], bits=a.bits))
+
+    def lower_Split(self, node) -> None:
+        x = node.input[0]
+        xin = self.need_feature(node, x)
+        if int(attr(node, "axis", 0)) not in (1, -3):
+            raise self.fail(node, "split along channels (axis 1) only")
+        sizes = [self.model.get_tensor_shape(o)[1] for o in node.output]
+        for o in node.output:
+            self.passthrough(node, x, o)
+        self.add("ChannelSplit", node, [x], list(node.output),
+                 dict(sizes=sizes, channels=xin.shape[2], pixels=xin.shape[0] * xin.shape[1], bits=xin.bits))
+
+    def lower_Slice(self, node) -> None:
+        x = node.input[0]
+        xin = self.need_feature(node, x)
+        c = xin.shape[2]
+        parts = []
+        for s in self.model.find_consumers(x):
+            if s.op_type != "Slice":
+                continue
+            consts = [self.model.get_initializer(t) if t else None for t in s.input[1:5]]
+            starts, ends = consts[0], consts[1]
+            axes = consts[2] if len(consts) > 2 and consts[2] is not None else np.arange(len(starts))
+            steps = consts[3] if len(consts) > 3 and consts[3] is not None else np.ones(len(starts))
+            if starts is None or ends is None or list(np.asarray(axes) % 4) != [1] or int(steps[0]) != 1:
+                raise self.fail(s, "only constant, step-1 slices along channels (axis 1) are supported")
+            parts.append((int(starts[0]), min(int(ends[0]), c), s))
+        parts.sort(key=lambda p: p[0])
+        pos = 0
+        for lo, hi, _ in parts:
+            if lo != pos:
+                break
+            pos = hi
+        if pos != c:
+            raise self.fail(node, f"the channel slices of {x!r} ({[(p[0], p[1]) for p in parts]}) must "
+                                  f"partition its {c} channels (ChannelSplit rule)")
+        for _, _, s in parts:
+            self.passthrough(s, x, s.output[0])
+            self.done.add(s.name)
+        self.add("ChannelSplit", node, [x], [p[2].output[0] for p in parts],
+                 dict(sizes=[p[1] - p[0] for p in parts], channels=c, pixels=xin.shape[0] * xin.shape[1],
+                      bits=xin.bits))
+
+    def lower_ChannelShuffle(self, node) -> None:
+        x = node.input[0]
+        xin = self.need_feature(node, x)
+        g = int(attr(node, "groups"))
+        self.passthrough(node, x, node.output[0])
+        self.add("ChannelShuffle", node, [x], [node.output[0]],
+                 dict(groups=g, channels=xin.shape[2], pixels=xin.shape[0] * xin.shape[1], bits=xin.bits))
+
+    def lower_Add(self, node) -> None:
+        a, b = (self.need_feature(node, t) for t in node.input)
+        if (a.bits, a.signed, a.scale, a.shape) != (b.bits, b.signed, b.scale, b.shape):
+            raise self.fail(node, "both inputs must come from one shared quantizer (same bits, sign, "
+                                  "scale and shape)")
+        out = node.output[0]
+        self.feature_info(out, a.bits + 1, a.signed, a.scale)
+        self.add("Add", node, list(node.input), [out],
+                 dict(out_bits=a.bits + 1, channels=a.shape[2], pixels=a.shape[0] * a.shape[1],
+                      signed=a.signed))
 
     def insert_duplicates(self) -> None:
-        """A stream read by two layers gets a Duplicate layer (FINN's DuplicateStreams)."""
+        """A stream read by n > 1 layers gets a chain of n - 1 two-way Duplicate layers."""
         for tname in list(self.tensors):
             readers = [l for l in self.layers if tname in l.inputs]
             if len(readers) <= 1:
                 continue
-            if len(readers) > 2:
-                raise CompileError(f"tensor {tname!r} is read by {len(readers)} layers; "
-                                   "fan-out of at most 2 is supported")
             info = self.tensors[tname]
-            outs = []
-            for i, reader in enumerate(readers):
-                branch = f"{tname}_dup{i}"
-                self.tensors[branch] = TensorInfo(branch, info.shape, info.bits, info.signed,
-                                                  info.scale, info.kind)
-                reader.inputs = [branch if t == tname else t for t in reader.inputs]
-                outs.append(branch)
-            dup = HWLayer(self.uname("Duplicate"), "Duplicate", [tname], outs,
-                          dict(bits=info.bits, signed=info.signed), source_node="")
-            # place it right after the producer
             prod = next((j for j, l in enumerate(self.layers) if tname in l.outputs), -1)
-            self.layers.insert(prod + 1, dup)
+            src, pos = tname, prod + 1
+            for i, reader in enumerate(readers):
+                last = i == len(readers) - 1
+                if last:
+                    branch = rest = None
+                branch = f"{tname}_dup{i}"
+                if not last:
+                    self.tensors[branch] = TensorInfo(branch, info.shape, info.bits, info.signed,
+                                                      info.scale, info.kind)
+                    rest = f"{tname}_rest{i}" if i < len(readers) - 2 else f"{tname}_dup{i + 1}"
+                    self.tensors[rest] = TensorInfo(rest, info.shape, info.bits, info.signed,
+                                                    info.scale, info.kind)
+                    dup = HWLayer(self.uname("Duplicate"), "Duplicate", [src], [branch, rest],
+                                  dict(bits=info.bits, signed=info.signed), source_node="")
+                    self.layers.insert(pos, dup)
+                    pos += 1
+                    reader.inputs = [branch if t == tname else t for t in reader.inputs]
+                    src = rest
+                else:
+                    reader.inputs = [src if t == tname else t for t in reader.inputs]
+
+
+def _load(model) -> ModelWrapper:
+    if isinstance(model, ModelWrapper):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise CompileError(f"model file {path} does not exist")
+    try:
+        return ModelWrapper(str(path))
+    except Exception as exc:  # onnx raises DecodeError & co. on a corrupt file
+        raise CompileError(f"model file {path} is not a readable ONNX model: {exc}") from None
+
+
+def streamline_qonnx(model: ModelWrapper | str | Path, progress=None) -> ModelWrapper:
+    """The streamlined integer graph of a QONNX model (see :func:`sw.transforms.streamline_model`).
+
+    Raises:
+        CompileError: unreadable file, or a pass that refuses the graph.
+    """
+    from sw.transforms import streamline_model
+
+    return streamline_model(_load(model), progress=progress)
+
+
+def lower_streamlined(model: ModelWrapper) -> HWGraph:
+    """Hardware layers of a streamlined integer graph (table in the module docstring).
+
+    Raises:
+        CompileError: naming the node and the rule broken.
+    """
+    return _Lowerer(model).run()
 
 
 def lower_qonnx(model: ModelWrapper | str | Path) -> HWGraph:
-    """Lower a cleaned QONNX model (batch 1, fixed NCHW shape) to a :class:`HWGraph`.
+    """Lower a QONNX model (batch 1, fixed NCHW shape) to a :class:`HWGraph`:
+    :func:`streamline_qonnx` then :func:`lower_streamlined`.
 
     Raises:
         CompileError: naming the node and the rule broken, for anything unsupported.
     """
-    if not isinstance(model, ModelWrapper):
-        path = Path(model)
-        if not path.is_file():
-            raise CompileError(f"model file {path} does not exist")
-        try:
-            model = ModelWrapper(str(path))
-        except Exception as exc:  # onnx raises DecodeError & co. on a corrupt file
-            raise CompileError(f"model file {path} is not a readable ONNX model: {exc}") from None
-    from qonnx.transformation.infer_shapes import InferShapes
-
-    import sw.qonnx_ops  # noqa: F401  (registers the custom ops for shape inference)
-
-    model = model.transform(InferShapes())
-    return _Lowerer(model).run()
+    return lower_streamlined(streamline_qonnx(model))

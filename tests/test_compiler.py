@@ -111,17 +111,16 @@ def _quant_inits(name, scale, bits):
 
 
 def test_unsupported_op_is_refused_before_any_hdl(tmp_path):
-    """A MaxPool (not in the slice's layer set) is refused, naming the node and the rule."""
+    """A Sigmoid (no hardware layer) is refused, naming the node and the rule."""
     nodes = [_quant("q_in", "x", "xq", 8, 0),
-             helper.make_node("MaxPool", ["xq"], ["y"], name="pool0", kernel_shape=[2, 2],
-                              strides=[2, 2])]
+             helper.make_node("Sigmoid", ["xq"], ["y"], name="sig0")]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
         initializer=_quant_inits("q_in", 1.0, 8))
-    path = tmp_path / "pool.onnx"
+    path = tmp_path / "sig.onnx"
     onnx.save(helper.make_model(graph), path)
-    with pytest.raises(CompileError, match=r"node 'pool0' \(MaxPool\): unsupported op"):
+    with pytest.raises(CompileError, match=r"node 'sig0' \(Sigmoid\): unsupported op"):
         lower_qonnx(path)
 
 
