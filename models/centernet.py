@@ -99,8 +99,9 @@ def encode_targets(boxes_xyxy, labels, input_size: int, num_classes: int, stride
         dict of numpy arrays: ``heatmap`` ``[C, Ho, Wo]`` float32, ``wh`` ``[max_objs, 2]``
         float32 (width, height in output pixels), ``reg`` ``[max_objs, 2]`` float32 (centre
         minus its integer cell, x then y), ``index`` ``[max_objs]`` int64 (``y * Wo + x``),
-        ``mask`` ``[max_objs]`` uint8 (1 for a real object). Boxes are clipped to the image;
-        boxes of zero width or height after clipping are skipped.
+        ``mask`` ``[max_objs]`` uint8 (1 for a real object). As in CenterNet, boxes are
+        clipped to ``[0, Wo - 1]`` output pixels (so a box touching the right/bottom border
+        loses up to one output pixel); boxes of zero width or height after that are skipped.
 
     Raises:
         ValueError: shapes that disagree, labels out of range, size not divisible by stride.
