@@ -14,7 +14,7 @@ from sw.hwgraph import HWGraph
 
 def _lanes_of_vvau(graph: HWGraph, window_tensor: str) -> int:
     for consumer in graph.consumers(window_tensor):
-        if consumer.op == "VVAU":
+        if consumer.op in ("VVAU", "MaxPool"):
             return int(consumer.folding.get("PE", 1))
         if consumer.op == "WidthConverter":
             return _lanes_of_vvau(graph, consumer.outputs[0])
@@ -67,6 +67,23 @@ def run_graph(graph: HWGraph, x: np.ndarray, keep_all: bool = False) -> dict[str
         elif layer.op == "Requant":
             outs = [golden.requantize(ins[0], layer.params["multiplier"], layer.params["bias"],
                                       a["shift"], a["out_min"], a["out_max"])]
+        elif layer.op == "MaxPool":
+            win = ins[0]
+            if win.ndim == 3:  # flat window stream: restore (C/PE, K*K, PE)
+                pe = int(layer.folding.get("PE", 1))
+                h, w, _ = win.shape
+                win = win.reshape(h, w, a["channels"] // pe, a["kernel"] ** 2, pe)
+            outs = [golden.maxpool(win)]
+        elif layer.op == "Upsample":
+            outs = [golden.upsample_nearest(ins[0], a["factor"])]
+        elif layer.op == "Concat":
+            outs = [golden.concat(ins)]
+        elif layer.op == "ChannelSplit":
+            outs = golden.channel_split(ins[0], a["sizes"])
+        elif layer.op == "ChannelShuffle":
+            outs = [golden.channel_shuffle(ins[0], a["groups"])]
+        elif layer.op == "Add":
+            outs = [golden.add(ins[0], ins[1], a["out_bits"], a["signed"])]
         elif layer.op in ("Duplicate",):
             outs = [ins[0]] * len(layer.outputs)
         elif layer.op == "WidthConverter":
@@ -78,6 +95,65 @@ def run_graph(graph: HWGraph, x: np.ndarray, keep_all: bool = False) -> dict[str
     if keep_all:
         return env
     return {graph.output: env[graph.output]}
+
+
+def _nchw(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x)[None].transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def run_streamlined(model, image: np.ndarray) -> np.ndarray:
+    """Execute the streamlined integer graph (:func:`sw.lower.streamline_qonnx`) with qonnx.
+
+    Args:
+        model: streamlined ``ModelWrapper``.
+        image: ``[H, W, 3]`` uint8 pixels.
+
+    Returns:
+        the integer output ``[H, W, C]`` (int64), comparable with :func:`run_graph`.
+    """
+    from qonnx.core.onnx_exec import execute_onnx
+
+    iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    y = execute_onnx(model, {iname: _nchw(image)})[oname]
+    return np.asarray(y)[0].transpose(1, 2, 0).astype(np.int64)
+
+
+def compare_with_brevitas(model_or_onnx, graph: HWGraph, images: np.ndarray) -> dict:
+    """Distance of the golden integer model from the Brevitas float model, in output LSB.
+
+    The reference output ``y`` (float, from the Brevitas ``torch.nn.Module`` or, given a path
+    or ``ModelWrapper``, from qonnx execution of the QONNX export, which is Brevitas'
+    quantisation semantics) is expressed in LSB of the graph output, ``y / scale``, and
+    compared with :func:`run_graph`'s integers.
+
+    Args:
+        model_or_onnx: Brevitas module (``forward`` on raw pixels NCHW float), a ``.onnx`` path
+            or a ``ModelWrapper``.
+        graph: the lowered graph of that model.
+        images: ``[N, H, W, 3]`` uint8.
+
+    Returns:
+        ``{"images", "values", "max_lsb", "mean_abs_lsb", "share_equal", "per_image_max_lsb"}``.
+    """
+    import torch
+
+    scale = np.asarray(graph.tensors[graph.output].scale, dtype=np.float64)
+    diffs = []
+    for img in images:
+        gold = run_graph(graph, img)[graph.output]
+        if isinstance(model_or_onnx, torch.nn.Module):
+            with torch.no_grad():
+                ref = model_or_onnx.eval()(torch.from_numpy(_nchw(img))).detach().numpy()
+        else:
+            from models.export import run_qonnx
+
+            ref = run_qonnx(model_or_onnx, _nchw(img))
+        ref_lsb = np.asarray(ref, dtype=np.float64)[0].transpose(1, 2, 0) / scale
+        diffs.append(np.abs(gold - np.round(ref_lsb)))
+    d = np.stack(diffs)
+    return {"images": int(len(images)), "values": int(d.size), "max_lsb": int(d.max()),
+            "mean_abs_lsb": float(d.mean()), "share_equal": float(np.mean(d == 0)),
+            "per_image_max_lsb": [int(x.max()) for x in diffs]}
 
 
 def stream_values(graph: HWGraph, tensor: str, value: np.ndarray) -> np.ndarray:
