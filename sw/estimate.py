@@ -1,20 +1,63 @@
-"""Per-layer cycle estimates of a folded hardware graph (FINN's formulas via each component's
-``expected_cycles``) and the frame-level figures that follow from them."""
+"""Per-layer estimates of a folded hardware graph: cycles, II, MACs, memory, LUT, DSP, DRAM.
+
+Models (sources):
+
+* Cycles: the hardware's own model, ``hw.registry.expected_layer_cycles`` (FINN's formulas
+  plus fill latency, e.g. MVAU ``(MH/PE)*(MW/SIMD)*pixels``); for an op whose component has
+  not landed in ``hw/`` the contract's formula (docs/detector_contract.md section 2), marked
+  ``cycle_model = "contract"``. :func:`analytic_cycles` (FINN's formulas without fill
+  latency) drives the folding search (:mod:`sw.autofold`), where building components would
+  be too slow.
+* II of the pipeline: the largest per-layer cycle count (the bottleneck), FINN's
+  definition; projected fps = clock / II.
+* Memory (weights, line buffers): FINN's BRAM estimation (``MatrixVectorActivation.
+  bram_estimation``): a memory of ``depth`` words of ``width`` bits uses BRAM18s by the
+  width/depth aspect ratios 16Kx1, 8Kx2, 4Kx4, 2Kx9, 1Kx18, 512x36; a memory of depth <= 128
+  goes to LUTRAM at ``width * ceil(depth/64)`` LUTs (FINN's distributed-RAM term); URAM
+  (4K x 72) where :mod:`sw.autofold` moves it. External weights (FINN's ``mem_mode
+  external``) use no on-chip memory but DRAM bandwidth: the weight stream is replayed for
+  every input vector, ``MH*MW*W/8 * pixels`` bytes per frame.
+* Products: ``W``-bit weight x ``A``-bit activation. In LUTs at FINN's (FINN-R, Blott et al.
+  2018) ``(2*ceil((W+A)/6) - 1) * (W+A)`` LUTs per product (36 for 4x8); in DSP48 slices
+  two products per DSP when ``W + A <= 13`` (the shared-operand packing of Xilinx WP486),
+  one otherwise. Adder tree ``(W+A)*(2*SIMD-1)`` and accumulator ``acc_bits`` LUTs per PE;
+  ``c0 = 300`` LUTs of control per MVAU/VVAU (FINN's constant). Requantiser: one DSP48 per
+  lane (16-bit multiplier x accumulator). Stream layers: ``2 * lanes * bits`` LUTs + 50.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass, field
 
-from sw.hwgraph import HWGraph
+from sw.hwgraph import HWGraph, HWLayer
+
+#: FINN's MVAU/VVAU control-logic constant (LUTs) and LUTRAM depth threshold (words)
+C0_LUTS = 300
+LUTRAM_MAX_DEPTH = 128
 
 
 @dataclass
 class LayerEstimate:
+    """Estimates of one layer for one frame (units in the field names / comments)."""
+
     name: str
     op: str
     folding: dict
     cycles: int  # expected cycles per frame, stall-free, including fill latency
     macs: int  # multiply-accumulates per frame
+    cycle_model: str = "registry"  # registry | contract
+    weight_bits: int = 0  # bits of weights (or requant parameters) stored
+    bram18: int = 0
+    uram: int = 0
+    lutram_luts: int = 0
+    luts: int = 0  # logic LUTs incl. LUTRAM
+    dsps: int = 0
+    dram_bytes_per_frame: int = 0  # external weights only
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def layer_macs(graph: HWGraph, layer) -> int:
@@ -26,12 +69,160 @@ def layer_macs(graph: HWGraph, layer) -> int:
     return 0
 
 
-def estimate(graph: HWGraph) -> list[LayerEstimate]:
-    """Expected cycles and MACs of every layer of a folded graph."""
-    from hw.registry import expected_layer_cycles
+def _lanes_in(graph: HWGraph, layer: HWLayer) -> int:
+    return graph.tensors[layer.inputs[0]].lanes
 
-    return [LayerEstimate(l.name, l.op, dict(l.folding), expected_layer_cycles(graph, l),
-                          layer_macs(graph, l)) for l in graph.layers]
+
+def _lanes_out(graph: HWGraph, layer: HWLayer) -> int:
+    return graph.tensors[layer.outputs[0]].lanes
+
+
+def analytic_cycles(graph: HWGraph, layer: HWLayer) -> int:
+    """Cycles per frame from FINN's formulas / the contract's table (no fill latency)."""
+    a, f = layer.attrs, layer.folding
+    if layer.op == "MVAU":
+        return (a["mh"] // f.get("PE", 1)) * (a["mw"] // f.get("SIMD", 1)) * a["pixels"]
+    if layer.op == "VVAU":
+        return (a["channels"] // f.get("PE", 1)) * a["kernel_elems"] * a["pixels"]
+    if layer.op in ("SlidingWindow", "DeformableSampler"):
+        lanes = _lanes_out(graph, layer)
+        out_beats = graph.tensors[layer.outputs[0]].values_per_frame // lanes
+        in_beats = graph.tensors[layer.inputs[0]].values_per_frame // lanes
+        return max(out_beats, in_beats)
+    if layer.op == "MaxPool":
+        return a["pixels"] * a["kernel"] ** 2 * a["channels"] // f.get("PE", 1)
+    if layer.op == "Upsample":
+        h, w = a["ifm_dim"]
+        return h * a["factor"] * w * a["factor"] * a["channels"] // f.get("PE", 1)
+    if layer.op == "Concat":
+        return a["pixels"] * sum(a["channels"]) // f.get("PE", 1)
+    if layer.op in ("ChannelSplit", "ChannelShuffle", "Add"):
+        return a["pixels"] * a["channels"] // f.get("PE", 1)
+    if layer.op == "WidthConverter":
+        t = graph.tensors[layer.inputs[0]]
+        return max(t.values_per_frame // a["in_lanes"], t.values_per_frame // a["out_lanes"])
+    return graph.tensors[layer.inputs[0]].beats_per_frame  # Requant, Duplicate
+
+
+def bram18_for(depth: int, width: int) -> int:
+    """BRAM18 count of a ``depth`` x ``width``-bit memory (FINN's bram_estimation)."""
+    if depth <= 0 or width <= 0:
+        return 0
+    if width == 1:
+        return math.ceil(depth / 16384)
+    if width == 2:
+        return math.ceil(depth / 8192)
+    if width <= 4:
+        return math.ceil(depth / 4096) * math.ceil(width / 4)
+    if width <= 9:
+        return math.ceil(depth / 2048) * math.ceil(width / 9)
+    if width <= 18 or depth > 512:
+        return math.ceil(depth / 1024) * math.ceil(width / 18)
+    return math.ceil(depth / 512) * math.ceil(width / 36)
+
+
+def uram_for(depth: int, width: int) -> int:
+    """URAM count (4K x 72 each; FINN's uram_estimation)."""
+    return math.ceil(depth / 4096) * math.ceil(width / 72)
+
+
+def _memory(depth: int, width: int, style: str) -> tuple[int, int, int]:
+    """(bram18, uram, lutram_luts) of one memory in ``style`` auto|bram|uram."""
+    if style == "uram":
+        return 0, uram_for(depth, width), 0
+    if style == "auto" and depth <= LUTRAM_MAX_DEPTH:
+        return 0, 0, width * math.ceil(depth / 64)
+    return bram18_for(depth, width), 0, 0
+
+
+def products_per_dsp(w_bits: int, a_bits: int) -> int:
+    """Products one DSP48 computes per cycle: 2 for narrow operands (WP486 packing), else 1."""
+    return 2 if w_bits + a_bits <= 13 else 1
+
+
+def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
+                    mem_style: str = "auto") -> dict:
+    """Resources of one folded layer (models in the module docstring).
+
+    Args:
+        mult_style: ``lut`` or ``dsp`` for the MVAU/VVAU products.
+        mem_style: ``auto`` (LUTRAM if shallow, else BRAM), ``bram`` or ``uram`` for weights.
+
+    Returns:
+        ``{"bram18", "uram", "lutram_luts", "luts", "dsps", "weight_bits", "dram_bytes_per_frame"}``.
+    """
+    a, f = layer.attrs, layer.folding
+    r = dict(bram18=0, uram=0, lutram_luts=0, luts=0, dsps=0, weight_bits=0, dram_bytes_per_frame=0)
+    if layer.op in ("MVAU", "VVAU"):
+        pe = f.get("PE", 1)
+        simd = f.get("SIMD", 1)
+        w, act = a["weight_bits"], a["in_bits"]
+        mh, mw = (a["mh"], a["mw"]) if layer.op == "MVAU" else (a["channels"], a["kernel_elems"])
+        r["weight_bits"] = mh * mw * w
+        depth, width = mh * mw // (pe * simd), pe * simd * w
+        if f.get("mem_mode") == "external":
+            r["dram_bytes_per_frame"] = math.ceil(mh * mw * w / 8) * a["pixels"]
+        else:
+            r["bram18"], r["uram"], r["lutram_luts"] = _memory(depth, width, mem_style)
+        products = pe * simd
+        if mult_style == "dsp":
+            r["dsps"] = math.ceil(products / products_per_dsp(w, act))
+            mult = 0
+        else:
+            mult = simd * (2 * math.ceil((w + act) / 6) - 1) * (w + act)
+        tree = (w + act) * (2 * simd - 1)
+        r["luts"] = C0_LUTS + pe * (mult + tree + a["acc_bits"]) + r["lutram_luts"]
+    elif layer.op == "Requant":
+        lanes = _lanes_in(graph, layer)
+        c = a["channels"]
+        r["weight_bits"] = c * (16 + a["acc_bits"] + 16)
+        r["bram18"], r["uram"], r["lutram_luts"] = _memory(c // lanes, lanes * (16 + a["acc_bits"] + 16), "auto")
+        r["dsps"] = lanes
+        r["luts"] = 50 + lanes * 2 * graph.tensors[layer.outputs[0]].bits + r["lutram_luts"]
+    elif layer.op in ("SlidingWindow", "DeformableSampler", "Upsample", "ChannelShuffle"):
+        t = graph.tensors[layer.inputs[0]]
+        lanes = _lanes_out(graph, layer)
+        h, w = a.get("ifm_dim", t.shape[:2])
+        c = t.shape[2]
+        if layer.op == "SlidingWindow":
+            rows = (a["kernel"] - 1) * a["dilation"] + 2  # K rows + the one being written
+        elif layer.op == "DeformableSampler":
+            rows = 2 * a["max_offset"] + 2
+        elif layer.op == "Upsample":
+            rows = 1
+        else:
+            rows, w = 2, 1  # one-pixel ping-pong
+        depth, width = rows * w * c // lanes, lanes * t.bits
+        r["bram18"], r["uram"], r["lutram_luts"] = _memory(depth, width, "auto")
+        r["luts"] = 200 + 2 * lanes * t.bits + r["lutram_luts"]
+    else:  # Duplicate, WidthConverter, MaxPool, Concat, ChannelSplit, Add: registers and muxes
+        t = graph.tensors[layer.inputs[0]]
+        lanes = max(_lanes_in(graph, layer), _lanes_out(graph, layer))
+        r["luts"] = 50 + 2 * lanes * t.bits
+    return r
+
+
+def estimate(graph: HWGraph, mult_styles: dict | None = None, mem_styles: dict | None = None
+             ) -> list[LayerEstimate]:
+    """Expected cycles, MACs and resources of every layer of a folded graph.
+
+    Args:
+        mult_styles / mem_styles: per-layer ``lut``/``dsp`` and ``auto``/``bram``/``uram``
+            choices (from :func:`sw.autofold.choose_folding`; default LUT products, auto memory).
+    """
+    from hw import registry
+
+    out = []
+    for l in graph.layers:
+        try:
+            cycles, model = int(registry.expected_layer_cycles(graph, l)), "registry"
+        except (ValueError, AttributeError, KeyError, NotImplementedError, ImportError):
+            cycles, model = analytic_cycles(graph, l), "contract"
+        mult = (mult_styles or {}).get(l.name, l.folding.get("resType", "lut"))
+        mem = (mem_styles or {}).get(l.name, {"ultra": "uram"}.get(l.folding.get("ram_style"), "auto"))
+        res = layer_resources(graph, l, mult, mem)
+        out.append(LayerEstimate(l.name, l.op, dict(l.folding), cycles, layer_macs(graph, l), model, **res))
+    return out
 
 
 def bottleneck(estimates: list[LayerEstimate]) -> LayerEstimate:
@@ -39,10 +230,22 @@ def bottleneck(estimates: list[LayerEstimate]) -> LayerEstimate:
     return max(estimates, key=lambda e: e.cycles)
 
 
+def totals(estimates: list[LayerEstimate], clock_mhz: float) -> dict:
+    """Whole-accelerator figures: II (cycles), fps at ``clock_mhz``, MACs, resources, DRAM GB/s."""
+    bn = bottleneck(estimates)
+    fps = clock_mhz * 1e6 / bn.cycles
+    keys = ("macs", "bram18", "uram", "lutram_luts", "luts", "dsps", "weight_bits", "dram_bytes_per_frame")
+    t = {k: int(sum(getattr(e, k) for e in estimates)) for k in keys}
+    t.update(ii_cycles=bn.cycles, bottleneck=bn.name, clock_mhz=clock_mhz, fps=fps,
+             dram_gbps=t["dram_bytes_per_frame"] * fps / 1e9, gmac_per_frame=t["macs"] / 1e9)
+    return t
+
+
 def format_table(estimates: list[LayerEstimate]) -> str:
     """Plain-text table of the estimates (one row per layer)."""
-    rows = [f"{'layer':<34}{'op':<18}{'folding':<18}{'cycles':>10}{'MACs':>12}"]
+    rows = [f"{'layer':<34}{'op':<18}{'folding':<24}{'cycles':>10}{'MACs':>12}{'BRAM18':>8}{'LUT':>8}{'DSP':>6}"]
     for e in estimates:
         fold = ",".join(f"{k}={v}" for k, v in e.folding.items()) or "-"
-        rows.append(f"{e.name:<34}{e.op:<18}{fold:<18}{e.cycles:>10}{e.macs:>12}")
+        rows.append(f"{e.name:<34}{e.op:<18}{fold:<24}{e.cycles:>10}{e.macs:>12}{e.bram18:>8}"
+                    f"{e.luts:>8}{e.dsps:>6}")
     return "\n".join(rows)

@@ -65,6 +65,9 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
             if simd < 1 or mw % simd:
                 raise _fail(layer, f"MW % SIMD == 0 is broken: MW={mw}, SIMD={simd}")
             layer.folding = {"PE": pe, "SIMD": simd}
+            for k in ("resType", "ram_style"):
+                if k in entry:
+                    layer.folding[k] = entry[k]
         elif layer.op == "VVAU":
             pe, simd = int(entry.get("PE", 1)), int(entry.get("SIMD", 1))
             c = layer.attrs["channels"]
@@ -73,11 +76,46 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
             if simd != 1:
                 raise _fail(layer, f"VVAU SIMD must be 1 (kernel positions are serial), got {simd}")
             layer.folding = {"PE": pe, "SIMD": 1}
+            for k in ("resType", "ram_style"):
+                if k in entry:
+                    layer.folding[k] = entry[k]
+        elif layer.op in STREAM_OPS:
+            pe = int(entry.get("PE", 1))
+            for c in stream_op_channel_counts(layer):
+                if pe < 1 or c % pe:
+                    raise _fail(layer, f"C % PE == 0 is broken: C={c}, PE={pe} (every input and "
+                                       "output channel count must be a multiple of PE)")
+            layer.folding = {"PE": pe}
+        if layer.op == "MVAU" and "mem_mode" in entry:
+            layer.folding["mem_mode"] = _mem_mode(layer, entry["mem_mode"])
     _propagate_lanes(g)
     return g
 
 
+#: lane-parallel stream layers of docs/detector_contract.md section 2 (folded by ``PE``)
+STREAM_OPS = ("MaxPool", "Upsample", "Concat", "ChannelSplit", "ChannelShuffle", "Add")
+MEM_MODES = ("internal", "external")
+
+
+def _mem_mode(layer: HWLayer, mode: str) -> str:
+    if mode not in MEM_MODES:
+        raise _fail(layer, f"mem_mode must be one of {MEM_MODES}, got {mode!r}")
+    return mode
+
+
+def stream_op_channel_counts(layer: HWLayer) -> list[int]:
+    """Channel counts that ``PE`` of a stream layer must divide (contract section 2)."""
+    a = layer.attrs
+    if layer.op == "Concat":
+        return list(a["channels"]) + [sum(a["channels"])]
+    if layer.op == "ChannelSplit":
+        return list(a["sizes"]) + [a["channels"]]
+    return [a["channels"]]
+
+
 def _in_lanes(g: HWGraph, layer: HWLayer, port: int) -> int:
+    if layer.op in STREAM_OPS:
+        return layer.folding.get("PE", 1)
     if layer.op == "MVAU":
         return layer.folding["SIMD"]
     if layer.op == "VVAU":
@@ -103,8 +141,9 @@ def _propagate_lanes(g: HWGraph) -> None:
             g.tensors[layer.outputs[0]].lanes = lanes
     # compute layers set their output lanes; pass-through layers copy their input's
     for layer in g.layers:
-        if layer.op in ("MVAU", "VVAU"):
-            g.tensors[layer.outputs[0]].lanes = layer.folding["PE"]
+        if layer.op in ("MVAU", "VVAU") or layer.op in STREAM_OPS:
+            for out in layer.outputs:
+                g.tensors[out].lanes = layer.folding.get("PE", 1)
         elif layer.op in ("Requant", "Duplicate"):
             for out in layer.outputs:
                 g.tensors[out].lanes = g.tensors[layer.inputs[0]].lanes

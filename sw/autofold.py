@@ -1,0 +1,210 @@
+"""Automatic folding (FINN's SetFolding idea) under a board's resources.
+
+:func:`choose_folding` picks PE/SIMD for every MVAU/VVAU and PE for every stream layer so
+that each layer's cycles per frame (:func:`sw.estimate.analytic_cycles`, FINN's formulas)
+stay within the target ``clock / fps``: like FINN's ``SetFolding``, each layer takes the
+smallest parallelism that meets the target, raising SIMD first and then PE, over divisors
+only (``MW % SIMD == 0``, ``MH % PE == 0``, a sliding window's ``C % SIMD == 0``,
+``C % PE == 0``). Without a target it searches (bisection on the target cycles) for the
+fastest such balanced folding that fits the board.
+
+Fitting a board (capacities from :mod:`sw.boards`, used up to ``UTILISATION``):
+
+1. products go to DSP48s (two per DSP, see :mod:`sw.estimate`) in the layers with the most
+   products first, while DSPs remain after the requantisers' one DSP per lane; the rest in LUTs;
+2. weight memories go to URAM (largest first) where the board has URAM and BRAM is short;
+3. if BRAM is still short, the MVAUs with the most weight bits switch to FINN's external
+   weights (``"mem_mode": "external"``): no on-chip weight memory, but DRAM traffic of
+   ``MH*MW*W/8 * pixels`` bytes per frame, which must stay within ``board.dram_gbps``.
+
+The result is FINN's folding JSON: ``{layer: {"PE", "SIMD", ["mem_mode"], "resType",
+"ram_style"}, "Defaults": {}}`` (``resType`` lut|dsp and ``ram_style`` auto|ultra are FINN's
+attribute names too).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+from sw.boards import Board
+from sw.estimate import analytic_cycles, layer_resources
+from sw.folding import STREAM_OPS, apply_folding, stream_op_channel_counts
+from sw.hwgraph import HWGraph, HWLayer, write_text_atomic
+from sw.transforms.base import CompileError
+
+#: share of each board resource the folding may use (routing and the DMA/PS glue need the rest)
+UTILISATION = 0.9
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _candidates(graph: HWGraph, layer: HWLayer) -> list[dict]:
+    """Foldings of one layer by increasing parallelism (SIMD first, then PE)."""
+    a = layer.attrs
+    if layer.op == "MVAU":
+        simds = _divisors(a["mw"])
+        prod = graph.producer(layer.inputs[0])
+        if prod is not None and prod.op == "SlidingWindow":
+            simds = [s for s in simds if prod.attrs["channels"] % s == 0]
+        top = simds[-1]
+        return ([{"PE": 1, "SIMD": s} for s in simds]
+                + [{"PE": p, "SIMD": top} for p in _divisors(a["mh"])[1:]])
+    if layer.op == "VVAU":
+        return [{"PE": p, "SIMD": 1} for p in _divisors(a["channels"])]
+    if layer.op in STREAM_OPS:
+        g = math.gcd(*stream_op_channel_counts(layer))
+        return [{"PE": p} for p in _divisors(g)]
+    return []
+
+
+def _knobs(graph: HWGraph) -> list[HWLayer]:
+    return [l for l in graph.layers if l.op in ("MVAU", "VVAU") or l.op in STREAM_OPS]
+
+
+def _cycles_with(graph: HWGraph, layer: HWLayer, fold: dict) -> int:
+    saved = layer.folding
+    layer.folding = fold
+    try:
+        return analytic_cycles(graph, layer)
+    finally:
+        layer.folding = saved
+
+
+def fold_for_target(graph: HWGraph, target_cycles: float) -> dict:
+    """Smallest folding per layer meeting ``target_cycles`` per frame (FINN SetFolding).
+
+    Raises:
+        CompileError: naming the first layer that cannot meet the target even fully parallel.
+    """
+    cfg: dict = {"Defaults": {}}
+    for layer in _knobs(graph):
+        cands = _candidates(graph, layer)
+        for fold in cands:
+            if _cycles_with(graph, layer, fold) <= target_cycles:
+                cfg[layer.name] = dict(fold)
+                break
+        else:
+            best = _cycles_with(graph, layer, cands[-1])
+            raise CompileError(
+                f"layer {layer.name!r} ({layer.op}, from QONNX node {layer.source_node!r}) is the "
+                f"bottleneck: {best} cycles per frame at its full parallelism {cands[-1]} > target "
+                f"{target_cycles:.0f} cycles; rule: every layer's cycles <= clock / fps")
+    return cfg
+
+
+def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float) -> tuple[bool, str, dict]:
+    """Assign resType / ram_style / mem_mode so that ``cfg`` fits ``board`` (module docstring).
+
+    Returns:
+        (fits, reason if not, the completed config).
+    """
+    cfg = copy.deepcopy(cfg)
+    g = apply_folding(graph, cfg)
+    lim = {k: int(getattr(board, k) * UTILISATION) for k in ("luts", "dsps", "bram18", "uram")}
+    compute = [l for l in g.layers if l.op in ("MVAU", "VVAU")]
+    mult = {l.name: "lut" for l in compute}
+    mem = {l.name: "auto" for l in compute}
+
+    def res(l):
+        return layer_resources(g, l, mult.get(l.name, "lut"), mem.get(l.name, "auto"))
+
+    per = {l.name: res(l) for l in g.layers}
+    dsp_left = lim["dsps"] - sum(r["dsps"] for r in per.values())
+    for l in sorted(compute, key=lambda l: -l.folding["PE"] * l.folding["SIMD"]):
+        need = layer_resources(g, l, "dsp")["dsps"]
+        if need <= dsp_left:
+            mult[l.name] = "dsp"
+            dsp_left -= need
+            per[l.name] = res(l)
+
+    def total(k):
+        return sum(r[k] for r in per.values())
+
+    by_weights = sorted(compute, key=lambda l: -per[l.name]["weight_bits"])
+    if total("bram18") > lim["bram18"] and lim["uram"] > 0:
+        for l in by_weights:
+            if total("bram18") <= lim["bram18"]:
+                break
+            trial = layer_resources(g, l, mult[l.name], "uram")
+            if per[l.name]["bram18"] and total("uram") + trial["uram"] <= lim["uram"]:
+                mem[l.name] = "uram"
+                per[l.name] = trial
+    for l in by_weights:
+        if total("bram18") <= lim["bram18"]:
+            break
+        if l.op == "MVAU" and per[l.name]["bram18"]:
+            l.folding["mem_mode"] = "external"
+            cfg[l.name]["mem_mode"] = "external"
+            per[l.name] = res(l)
+    for l in compute:
+        cfg[l.name]["resType"] = mult[l.name]
+        cfg[l.name]["ram_style"] = {"auto": "auto", "uram": "ultra"}[mem[l.name]]
+    dram = total("dram_bytes_per_frame") * fps / 1e9
+    for k in ("bram18", "uram", "dsps", "luts"):
+        if total(k) > lim[k]:
+            top = max(per, key=lambda n: per[n][k])
+            return False, (f"{k.upper()} {total(k)} > {lim[k]} ({UTILISATION:.0%} of {board.name}); "
+                           f"largest user: layer {top!r} ({per[top][k]})"), cfg
+    if dram > board.dram_gbps:
+        top = max(per, key=lambda n: per[n]["dram_bytes_per_frame"])
+        return False, (f"external weights need {dram:.2f} GB/s of DRAM > {board.dram_gbps} GB/s on "
+                       f"{board.name}; largest stream: layer {top!r}"), cfg
+    return True, "", cfg
+
+
+def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None,
+                   clock_mhz: float | None = None) -> dict:
+    """FINN-format folding of ``graph`` for ``board`` (see module docstring).
+
+    Args:
+        graph: lowered (unfolded or folded) graph.
+        board: target board (:func:`sw.boards.get_board`).
+        target_fps: frames per second to reach; ``None``: the fastest fitting folding.
+        clock_mhz: accelerator clock; default ``board.fabric_mhz``.
+
+    Returns:
+        ``{layer: {"PE", "SIMD", "resType", "ram_style", ["mem_mode"]}, "Defaults": {}}``.
+
+    Raises:
+        CompileError: no folding meets ``target_fps`` (naming the bottleneck layer and the
+            rule) or fits the board (naming the resource and its largest user).
+    """
+    clock = float(clock_mhz or board.fabric_mhz)
+    base = apply_folding(graph, {})
+    if target_fps is not None:
+        if target_fps <= 0:
+            raise CompileError(f"target fps must be positive, got {target_fps}")
+        cfg = fold_for_target(base, clock * 1e6 / target_fps)
+        ok, why, cfg = _fit(base, cfg, board, target_fps)
+        if not ok:
+            raise CompileError(f"no folding reaches {target_fps:g} fps at {clock:g} MHz on "
+                               f"{board.name}: {why}")
+        return cfg
+    hi = max(analytic_cycles(base, l) for l in base.layers)  # everything folded to 1
+    lo = max(min(_cycles_with(base, l, c) for c in _candidates(base, l)) for l in _knobs(base))
+    best = None
+    ok, why, cfg = _fit(base, fold_for_target(base, hi), board, clock * 1e6 / hi)
+    if not ok:
+        raise CompileError(f"even the smallest folding does not fit {board.name}: {why}")
+    best = cfg
+    for _ in range(40):  # bisection on log(target cycles)
+        if hi / lo < 1.01:
+            break
+        mid = math.sqrt(lo * hi)
+        cfg = fold_for_target(base, mid)
+        ok, _, cfg = _fit(base, cfg, board, clock * 1e6 / mid)
+        if ok:
+            hi, best = mid, cfg
+        else:
+            lo = mid
+    return best
+
+
+def save_folding(cfg: dict, path: str | Path) -> None:
+    """Write a FINN folding config as JSON, atomically."""
+    write_text_atomic(Path(path), json.dumps(cfg, indent=1))
