@@ -7,14 +7,19 @@ Adding an op means one branch in each of :func:`build_layer`, :func:`layer_ports
 
 from __future__ import annotations
 
+import numpy as np
+
 from sw.hwgraph import HWGraph, HWLayer
 
 
 def build_layer(graph: HWGraph, layer: HWLayer):
     """Instantiate the Amaranth component of one folded layer."""
+    from hw.channel_ops import Add, ChannelShuffle, ChannelSplit, Concat
     from hw.mvau import MVAU
+    from hw.pool import MaxPool
     from hw.requant import Requantizer
     from hw.stream_utils import StreamDuplicator, StreamWidthConverter
+    from hw.upsample import Upsample
     from hw.vvau import VVAU
     from hw.window import DeformableSampler, SlidingWindowGenerator
 
@@ -47,6 +52,23 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     if layer.op == "WidthConverter":
         return StreamWidthConverter(in_lanes=a["in_lanes"], out_lanes=a["out_lanes"],
                                     bits=a["bits"], signed=a["signed"])
+    lanes, bits, sgn = t_in.lanes, t_in.bits, t_in.signed
+    if layer.op == "MaxPool":
+        return MaxPool(kernel=a["kernel"], channels=a["channels"], lanes=lanes, bits=bits,
+                       signed=sgn)
+    if layer.op == "Upsample":
+        return Upsample(factor=a["factor"], ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"],
+                        lanes=lanes, bits=bits, signed=sgn)
+    if layer.op == "Concat":
+        return Concat(channels=list(a["channels"]), lanes=lanes, bits=bits, signed=sgn)
+    if layer.op == "ChannelSplit":
+        return ChannelSplit(sizes=list(a["sizes"]), lanes=lanes, bits=bits, signed=sgn)
+    if layer.op == "ChannelShuffle":
+        return ChannelShuffle(groups=a["groups"], channels=a["channels"], lanes=lanes, bits=bits,
+                              signed=sgn)
+    if layer.op == "Add":
+        return Add(channels=t_out.shape[-1], lanes=lanes, in_bits=bits, in_signed=sgn,
+                   out_bits=a["out_bits"], out_signed=t_out.signed)
     raise ValueError(f"layer {layer.name}: no hardware for op {layer.op}")
 
 
@@ -63,6 +85,10 @@ def layer_ports(layer: HWLayer, comp):
         return [comp.i, comp.offsets], [comp.o]
     if layer.op == "Duplicate":
         return [comp.i], [comp.o0, comp.o1]
+    if layer.op in ("Concat", "Add"):
+        return [getattr(comp, f"i{k}") for k in range(len(layer.inputs))], [comp.o]
+    if layer.op == "ChannelSplit":
+        return [comp.i], [getattr(comp, f"o{k}") for k in range(len(layer.outputs))]
     return [comp.i], [comp.o]
 
 
@@ -73,6 +99,10 @@ def expected_layer_cycles(graph: HWGraph, layer: HWLayer, comp=None) -> int:
         comp._MustUse__silence = True  # only asked for its cycle model, never elaborated
     if layer.op in ("MVAU", "VVAU", "Requant"):
         return int(comp.expected_cycles(layer.attrs["pixels"]))
+    if layer.op in ("MaxPool", "Concat", "ChannelSplit", "ChannelShuffle", "Add"):
+        # pixels of the (first) output frame [H, W, C]
+        shape = graph.tensors[layer.outputs[0]].shape
+        return int(comp.expected_cycles(int(np.prod(shape[:-1]))))
     if layer.op in ("Duplicate", "WidthConverter"):
         return int(comp.expected_cycles(graph.tensors[layer.inputs[0]].beats_per_frame))
     return int(comp.expected_cycles())

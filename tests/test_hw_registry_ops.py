@@ -1,0 +1,75 @@
+"""hw/registry.py entries of the detector's extra layers: component, ports, expected cycles."""
+
+from __future__ import annotations
+
+import pytest
+
+from hw.channel_ops import Add, ChannelShuffle, ChannelSplit, Concat
+from hw.pool import MaxPool
+from hw.registry import build_layer, expected_layer_cycles, layer_ports
+from hw.upsample import Upsample
+from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+def graph_of(layer, tensors):
+    ts = {t.name: t for t in tensors}
+    return HWGraph(layers=[layer], tensors=ts, input=layer.inputs[0], output=layer.outputs[0])
+
+
+def feat(name, shape, lanes, bits=8, signed=False):
+    return TensorInfo(name=name, shape=shape, bits=bits, signed=signed, lanes=lanes)
+
+
+def test_maxpool_entry():
+    win = TensorInfo(name="w", shape=(4, 4, 9 * 8), bits=8, signed=False, kind="dwwindow",
+                     lanes=4)
+    layer = HWLayer("mp", "MaxPool", ["w"], ["y"], attrs={"kernel": 3, "channels": 8})
+    g = graph_of(layer, [win, feat("y", (4, 4, 8), 4)])
+    comp = build_layer(g, layer)
+    assert isinstance(comp, MaxPool) and (comp.lanes, comp.taps, comp.folds) == (4, 9, 2)
+    assert layer_ports(layer, comp) == ([comp.i], [comp.o])
+    assert expected_layer_cycles(g, layer, comp) == 16 * 9 * 2 + 1
+
+
+def test_upsample_entry():
+    layer = HWLayer("up", "Upsample", ["x"], ["y"],
+                    attrs={"factor": 2, "ifm_dim": [4, 5], "channels": 8})
+    g = graph_of(layer, [feat("x", (4, 5, 8), 2, signed=True), feat("y", (8, 10, 8), 2, signed=True)])
+    comp = build_layer(g, layer)
+    assert isinstance(comp, Upsample) and comp.is_signed
+    assert expected_layer_cycles(g, layer, comp) == 8 * 10 * 4 + 5 * 4 + 1
+
+
+def test_concat_and_split_entries():
+    cat = HWLayer("cat", "Concat", ["a", "b"], ["y"], attrs={"channels": [4, 8]})
+    g = graph_of(cat, [feat("a", (3, 3, 4), 2), feat("b", (3, 3, 8), 2), feat("y", (3, 3, 12), 2)])
+    comp = build_layer(g, cat)
+    assert isinstance(comp, Concat)
+    assert layer_ports(cat, comp) == ([comp.i0, comp.i1], [comp.o])
+    assert expected_layer_cycles(g, cat, comp) == 9 * 6
+
+    split = HWLayer("sp", "ChannelSplit", ["x"], ["a", "b"], attrs={"sizes": [4, 8]})
+    g = graph_of(split, [feat("x", (3, 3, 12), 4), feat("a", (3, 3, 4), 4), feat("b", (3, 3, 8), 4)])
+    comp = build_layer(g, split)
+    assert isinstance(comp, ChannelSplit)
+    assert layer_ports(split, comp) == ([comp.i], [comp.o0, comp.o1])
+    # pixels of the first output times all input beats per pixel
+    assert expected_layer_cycles(g, split, comp) == 9 * 3
+
+
+def test_shuffle_and_add_entries():
+    sh = HWLayer("sh", "ChannelShuffle", ["x"], ["y"], attrs={"groups": 2, "channels": 8})
+    g = graph_of(sh, [feat("x", (2, 3, 8), 2), feat("y", (2, 3, 8), 2)])
+    comp = build_layer(g, sh)
+    assert isinstance(comp, ChannelShuffle)
+    assert expected_layer_cycles(g, sh, comp) == 6 * 4 + 4
+
+    add = HWLayer("add", "Add", ["a", "b"], ["y"], attrs={"out_bits": 8})
+    g = graph_of(add, [feat("a", (2, 3, 8), 4, signed=True), feat("b", (2, 3, 8), 4, signed=True),
+                       feat("y", (2, 3, 8), 4, signed=True)])
+    comp = build_layer(g, add)
+    assert isinstance(comp, Add) and comp.out_signed and comp.out_bits == 8
+    assert layer_ports(add, comp) == ([comp.i0, comp.i1], [comp.o])
+    assert expected_layer_cycles(g, add) == 6 * 2 + 2
