@@ -94,7 +94,57 @@ def fold_for_target(graph: HWGraph, target_cycles: float) -> dict:
                 f"layer {layer.name!r} ({layer.op}, from QONNX node {layer.source_node!r}) is the "
                 f"bottleneck: {best} cycles per frame at its full parallelism {cands[-1]} > target "
                 f"{target_cycles:.0f} cycles; rule: every layer's cycles <= clock / fps")
-    return cfg
+    return repair_lanes(graph, cfg)
+
+
+def _in_lanes_of(layer: HWLayer, fold: dict) -> int:
+    return fold.get("SIMD", 1) if layer.op == "MVAU" else fold.get("PE", 1)
+
+
+def _compatible(a: int, b: int) -> bool:
+    return max(a, b) % min(a, b) == 0
+
+
+def repair_lanes(graph: HWGraph, cfg: dict, max_steps: int = 1000) -> dict:
+    """Raise foldings until neighbouring lane counts divide one another (the width
+    converter rule of :func:`sw.folding.apply_folding`). Only raises parallelism, so a
+    target met before is still met.
+
+    Raises:
+        CompileError: when no compatible raise exists (names the layer and the rule).
+    """
+    cfg = copy.deepcopy(cfg)
+    for _ in range(max_steps):
+        try:
+            apply_folding(graph, cfg)
+            return cfg
+        except CompileError as err:
+            conflict = getattr(err, "lane_conflict", None)
+            if conflict is None:
+                raise
+            name, tensor, have, want = conflict
+            layer = graph.layer(name)
+            if layer.op in ("SlidingWindow", "DeformableSampler"):
+                layer = graph.consumers(layer.outputs[0])[0]
+            if layer.name in cfg and _raise_to(graph, cfg, layer, lambda f: _compatible(_in_lanes_of(layer, f), have)):
+                continue
+            prod = graph.producer(tensor)
+            while prod is not None and prod.name not in cfg:  # Requant/Duplicate pass lanes through
+                prod = graph.producer(prod.inputs[0])
+            if prod is None or not _raise_to(graph, cfg, prod, lambda f: _compatible(f.get("PE", 1), want)):
+                raise
+    raise CompileError("lane repair did not converge")
+
+
+def _raise_to(graph: HWGraph, cfg: dict, layer: HWLayer, ok) -> bool:
+    cands = _candidates(graph, layer)
+    cur = _cycles_with(graph, layer, cfg[layer.name])
+    for f in cands:
+        if _cycles_with(graph, layer, f) <= cur and f != cfg[layer.name] and ok(f) and (
+                f.get("PE", 1) >= cfg[layer.name].get("PE", 1)):
+            cfg[layer.name] = dict(f)
+            return True
+    return False
 
 
 def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float) -> tuple[bool, str, dict]:

@@ -160,8 +160,10 @@ def _propagate_lanes(g: HWGraph) -> None:
             if want == have:
                 continue
             if max(want, have) % min(want, have):
-                raise _fail(layer, f"input {tname!r} arrives in beats of {have} lanes but the layer "
+                err = _fail(layer, f"input {tname!r} arrives in beats of {have} lanes but the layer "
                                    f"reads {want}; one must divide the other (width converter rule)")
+                err.lane_conflict = (layer.name, tname, have, want)  # for sw.autofold's repair
+                raise err
             info = g.tensors[tname]
             conv_t = f"{tname}_dwc"
             g.tensors[conv_t] = TensorInfo(conv_t, info.shape, info.bits, info.signed, info.scale,
