@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Concat, ChannelSplit, ChannelShuffle and Add (hw/channel_ops.py) against sw/golden.py.
 
 Several frames back to back, every output beat compared bit for bit, in runs with random

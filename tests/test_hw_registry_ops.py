@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw/registry.py entries of the detector's extra layers: component, ports, expected cycles."""
 
 from __future__ import annotations
