@@ -1,0 +1,97 @@
+"""sw.resources: Yosys synth_xilinx on a small deterministic design (one 18x18 multiplier, one
+1024 x 18 bit memory), stat parsing and the report against board capacities."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from amaranth import Module, signed
+from amaranth.back import verilog
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sw.boards import get_board
+from sw.resources import (Resources, SynthesisError, count_cells, parse_stat_json, report,
+                          synthesize, utilisation, yosys_script)
+
+
+class MulMem(wiring.Component):
+    """A registered 18x18 signed product (one DSP48) and an 18 Kbit memory (one RAMB18)."""
+
+    def __init__(self):
+        super().__init__({"a": In(signed(18)), "b": In(signed(18)), "p": Out(signed(36)),
+                          "addr": In(10), "wdata": In(18), "we": In(1), "rdata": Out(18)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.p.eq(self.a * self.b)
+        m.submodules.mem = mem = Memory(shape=18, depth=1024, init=[])
+        w, r = mem.write_port(), mem.read_port()
+        m.d.comb += [w.addr.eq(self.addr), w.data.eq(self.wdata), w.en.eq(self.we),
+                     r.addr.eq(self.addr), self.rdata.eq(r.data)]
+        return m
+
+
+@pytest.fixture(scope="module")
+def mulmem_v(tmp_path_factory):
+    p = tmp_path_factory.mktemp("mulmem") / "mulmem.v"
+    p.write_text(verilog.convert(MulMem(), name="mulmem", emit_src=False))
+    return p
+
+
+def test_count_cells_maps_primitives():
+    r = count_cells({"LUT6": 10, "LUT2": 5, "RAM64M": 2, "SRLC32E": 3, "FDRE": 7, "FDSE": 1,
+                     "DSP48E2": 4, "RAMB18E2": 3, "RAMB36E2": 2, "URAM288": 1, "CARRY8": 6,
+                     "MUXF7": 9})
+    assert (r.LUT_logic, r.LUTRAM, r.LUT, r.FF, r.DSP) == (15, 11, 26, 8, 4)
+    assert (r.BRAM18, r.BRAM36, r.BRAM36_eq, r.URAM, r.CARRY) == (3, 2, 3.5, 1, 6)
+    stat = json.dumps({"design": {"num_cells_by_type": {"LUT3": 2, "FDCE": 1}}})
+    assert parse_stat_json(stat) == Resources(LUT=2, LUT_logic=2, FF=1)
+    with pytest.raises(SynthesisError, match="no design totals"):
+        parse_stat_json(json.dumps({"modules": {"a": {}, "b": {}}}), "top")
+
+
+def test_utilisation_against_board_capacity():
+    z2 = get_board("pynq-z2")
+    u = utilisation(Resources(LUT=26_600, FF=10, DSP=221, BRAM18=10, BRAM36=135), z2)
+    assert u["resources"]["LUT"]["percent"] == 50.0
+    assert u["resources"]["BRAM36"] == {"used": 140.0, "available": 140, "percent": 100.0}
+    assert u["resources"]["DSP"]["used"] == 221 and not u["fits"]  # 220 DSPs on the Z-7020
+    assert utilisation(Resources(URAM=1), z2)["fits"] is False
+
+
+def test_script_replaces_abc9_with_abc():
+    s = yosys_script("d.v", "top", "xcup", True, "stat.json")
+    assert "synth_xilinx -family xcup -top top -flatten -noiopad -uram -run :map_luts" in s
+    assert "abc -luts 2:2,3,6:5,10,20" in s and "abc9" not in s
+    assert s.index("-run :map_luts") < s.index("abc -luts") < s.index("-run finalize:")
+
+
+@pytest.mark.parametrize("family", ["xc7", "xcup"])
+def test_yosys_maps_one_dsp_and_one_bram18(mulmem_v, family):
+    res, secs = synthesize(mulmem_v, "mulmem", family)
+    assert res.DSP == 1 and res.BRAM18 == 1 and res.BRAM36 == 0 and res.URAM == 0
+    assert secs > 0
+
+
+def test_report_files(mulmem_v, tmp_path):
+    data = report(mulmem_v, "mulmem", "kv260", tmp_path, progress=lambda s: None)
+    assert data["family"] == "xcup" and data["part"] == "xck26-sfvc784-2LV-c"
+    assert data["utilisation"]["DSP"] == {"used": 1, "available": 1248,
+                                          "percent": round(100 / 1248, 2)}
+    assert data["fits"] is True
+    assert json.loads((tmp_path / "resources.json").read_text()) == data
+    md = (tmp_path / "resources.md").read_text()
+    assert "| DSP | 1 | 1248 |" in md and "**Fits** on kv260" in md
+    assert (tmp_path / "yosys_xcup.log").exists()
+
+
+def test_synthesis_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.v"
+    bad.write_text("module bad(input a; endmodule\n")
+    with pytest.raises(SynthesisError, match=r"yosys \(xc7\) exited with 1"):
+        synthesize(bad, "bad", "xc7")
+    with pytest.raises(FileNotFoundError):
+        synthesize(tmp_path / "missing.v", "x", "xc7")
