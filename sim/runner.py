@@ -164,7 +164,7 @@ def run_cocotb(
     with open(build_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         runner.build(
-            verilog_sources=[vpath],
+            sources=[vpath],
             hdl_toplevel=toplevel,
             build_dir=build_dir,
             build_args=build_args,

@@ -149,7 +149,7 @@ DEFAULT_RUNS = (STALL_RUN, SLOW_SINK_RUN, FREE_RUN)
 
 
 def run_compute_tb(component, toplevel: str, in_words, expected, *, runs, tmp_path,
-                   seed: int = 0) -> list[dict]:
+                   seed: int = 0, simulator: str = "verilator") -> list[dict]:
     """Simulate ``component`` on ``in_words`` and check every output beat against ``expected``.
 
     Args:
@@ -161,6 +161,7 @@ def run_compute_tb(component, toplevel: str, in_words, expected, *, runs, tmp_pa
         runs: list of dicts with ``stall`` and ``backpressure`` probabilities.
         tmp_path: folder for the result file.
         seed: base seed for the stall/back-pressure random generators.
+        simulator: ``"verilator"`` or ``"icarus"``.
 
     Returns:
         One ``{"cycles", "in_beats", "out_beats"}`` record per run.
@@ -179,5 +180,5 @@ def run_compute_tb(component, toplevel: str, in_words, expected, *, runs, tmp_pa
         "runs": [dict(r, seed=seed + 17 * k) for k, r in enumerate(runs)],
         "result_path": str(result_path),
     }
-    run_cocotb(component, toplevel, "sim.tb_compute", config)
+    run_cocotb(component, toplevel, "sim.tb_compute", config, simulator=simulator)
     return json.loads(result_path.read_text())

@@ -8,12 +8,16 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from hw.requant import Requantizer
+from sim.runner import icarus_available
 from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
 from sw import golden
 
 # instances built only to read their attributes (or refused) are never elaborated
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+# the second simulator, on the smallest case
+ICARUS = pytest.param("icarus", marks=pytest.mark.skipif(not icarus_available(),
+                                                         reason="iverilog not on PATH"))
 
 
 def make_case(rng, c, pixels, acc_bits, mul_bits, bias_bits, shift, out_min, out_max):
@@ -39,7 +43,7 @@ def make_case(rng, c, pixels, acc_bits, mul_bits, bias_bits, shift, out_min, out
 
 
 def run_requant(tmp_path, name, *, c, lanes, acc_bits, mul_bits, bias_bits, shift, out_min,
-                out_max, pixels, seed, runs=DEFAULT_RUNS):
+                out_max, pixels, seed, runs=DEFAULT_RUNS, simulator="verilator"):
     rng = np.random.default_rng(seed)
     acc, mul, bias = make_case(rng, c, pixels, acc_bits, mul_bits, bias_bits, shift, out_min,
                                out_max)
@@ -51,7 +55,7 @@ def run_requant(tmp_path, name, *, c, lanes, acc_bits, mul_bits, bias_bits, shif
     assert ((expected > out_min) & (expected < out_max)).any()
     words = [pack_lanes(b, acc_bits) for b in acc.reshape(-1, lanes)]
     res = run_compute_tb(dut, name, words, expected.reshape(-1, lanes), runs=list(runs),
-                         tmp_path=tmp_path, seed=seed)
+                         tmp_path=tmp_path, seed=seed, simulator=simulator)
     for r, run in zip(res, runs):
         if run["stall"] == 0 and run["backpressure"] == 0:
             exp = dut.expected_cycles(pixels)
@@ -64,10 +68,12 @@ def run_requant(tmp_path, name, *, c, lanes, acc_bits, mul_bits, bias_bits, shif
     return dut, res
 
 
-def test_requant_lanes1_offsets(tmp_path):
+@pytest.mark.parametrize("simulator", ["verilator", ICARUS])
+def test_requant_lanes1_offsets(tmp_path, simulator):
     # 0..7: the deformable offset head (3-bit unsigned output)
     dut, _ = run_requant(tmp_path, "rq_l1", c=4, lanes=1, acc_bits=16, mul_bits=12,
-                         bias_bits=24, shift=20, out_min=0, out_max=7, pixels=40, seed=31)
+                         bias_bits=24, shift=20, out_min=0, out_max=7, pixels=40, seed=31,
+                         simulator=simulator)
     assert (dut.out_bits, dut.out_signed) == (3, False)
 
 

@@ -17,14 +17,18 @@ from amaranth.back import verilog
 from amaranth.lib import data
 
 from hw.stream_utils import StreamDuplicator, StreamWidthConverter
-from sim.runner import run_cocotb
+from sim.runner import icarus_available, run_cocotb
 from sim.streams import pack_lanes
 
+# the second simulator, on the small cases
+ICARUS = pytest.param("icarus", marks=pytest.mark.skipif(not icarus_available(),
+                                                         reason="iverilog not on PATH"))
 
-def run_tb(dut, name, kind, in_words, exp_words, runs, tmp_path):
+
+def run_tb(dut, name, kind, in_words, exp_words, runs, tmp_path, simulator="verilator"):
     cfg = {"kind": kind, "in_words": in_words, "exp_words": exp_words, "runs": runs,
            "result_path": str(tmp_path / f"{name}.json")}
-    run_cocotb(dut, name, "sim.tb_stream_utils", cfg)
+    run_cocotb(dut, name, "sim.tb_stream_utils", cfg, simulator=simulator)
     return json.loads((tmp_path / f"{name}.json").read_text())
 
 
@@ -36,7 +40,8 @@ def check_free_run(name, results, expected):
         assert r["cycles"] == expected
 
 
-def test_duplicator(tmp_path):
+@pytest.mark.parametrize("simulator", ["verilator", ICARUS])
+def test_duplicator(tmp_path, simulator):
     rng = np.random.default_rng(3)
     lay = data.ArrayLayout(unsigned(8), 3)
     dut = StreamDuplicator(lay)
@@ -48,7 +53,7 @@ def test_duplicator(tmp_path):
         {"in_stall": 0.0, "out_bp": [0.7, 0.1], "seed": 2},  # outputs take a beat at different times
         {"in_stall": 0.5, "out_bp": [0.0, 0.8], "seed": 3},
     ]
-    res = run_tb(dut, "dup", "dup", words, words, runs, tmp_path)
+    res = run_tb(dut, "dup", "dup", words, words, runs, tmp_path, simulator)
     check_free_run("dup", res, dut.expected_cycles(beats))
 
 
@@ -61,6 +66,12 @@ def test_width_converter(tmp_path, in_lanes, out_lanes, bits, is_signed):
     run_dwc(tmp_path, in_lanes, out_lanes, bits, is_signed)
 
 
+@pytest.mark.skipif(not icarus_available(), reason="iverilog not on PATH")
+@pytest.mark.parametrize("in_lanes,out_lanes", [(4, 1), (1, 4)])
+def test_width_converter_icarus(tmp_path, in_lanes, out_lanes):
+    run_dwc(tmp_path, in_lanes, out_lanes, 8, False, simulator="icarus")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("in_lanes,out_lanes,bits,is_signed", [(8, 1, 4, False),
                                                                 (1, 16, 2, True)])
@@ -68,7 +79,7 @@ def test_width_converter_slow(tmp_path, in_lanes, out_lanes, bits, is_signed):
     run_dwc(tmp_path, in_lanes, out_lanes, bits, is_signed)
 
 
-def run_dwc(tmp_path, in_lanes, out_lanes, bits, is_signed):
+def run_dwc(tmp_path, in_lanes, out_lanes, bits, is_signed, simulator="verilator"):
     rng = np.random.default_rng(in_lanes * 10 + out_lanes)
     dut = StreamWidthConverter(in_lanes=in_lanes, out_lanes=out_lanes, bits=bits,
                                signed=is_signed)
@@ -85,7 +96,7 @@ def run_dwc(tmp_path, in_lanes, out_lanes, bits, is_signed):
         {"in_stall": 0.7, "out_bp": [0.0], "seed": 3},
     ]
     name = f"dwc_{in_lanes}to{out_lanes}"
-    res = run_tb(dut, name, "dwc", in_words, out_words, runs, tmp_path)
+    res = run_tb(dut, name, "dwc", in_words, out_words, runs, tmp_path, simulator)
     check_free_run(name, res, dut.expected_cycles(len(in_words)))
 
 

@@ -17,7 +17,7 @@ import pytest
 from amaranth.back import verilog
 
 from hw.window import DeformableSampler, SlidingWindowGenerator
-from sim.runner import run_cocotb
+from sim.runner import icarus_available, run_cocotb
 from sim.streams import pack_lanes
 from sw import golden
 
@@ -41,7 +41,8 @@ def random_features(rng, shape, bits, is_signed):
     return x
 
 
-def run_window_tb(dut, name, frames, expected, tmp_path, runs, offsets=None):
+def run_window_tb(dut, name, frames, expected, tmp_path, runs, offsets=None,
+                  simulator="verilator"):
     """Stream ``frames`` (each ``[H, W, C]``) through ``dut``; return per-run cycle results."""
     lanes, bits = dut.lanes, dut.bits
     cfg = {
@@ -53,7 +54,7 @@ def run_window_tb(dut, name, frames, expected, tmp_path, runs, offsets=None):
         "result_path": str(tmp_path / f"{name}.json"),
     }
     assert len(cfg["exp_words"]) == len(frames) * dut.frame_out_beats
-    run_cocotb(dut, name, "sim.tb_window", cfg)
+    run_cocotb(dut, name, "sim.tb_window", cfg, simulator=simulator)
     return json.loads((tmp_path / f"{name}.json").read_text())
 
 
@@ -74,15 +75,23 @@ def check_cycles(dut, name, results):
 # ------------------------------------------------------------------------------------------
 
 def run_swg(tmp_path, name, *, hw, c, k, s, p, d=1, lanes, depthwise, bits=8, is_signed=False,
-            frames=2, seed=0, runs=None):
+            frames=2, seed=0, runs=None, simulator="verilator"):
     rng = np.random.default_rng(seed)
     dut = SlidingWindowGenerator(ifm_dim=hw, channels=c, kernel=k, stride=s, pad=p, dilation=d,
                                  lanes=lanes, depthwise=depthwise, bits=bits, signed=is_signed)
     xs = [random_features(rng, (*hw, c), bits, is_signed) for _ in range(frames)]
     exp = [golden.sliding_window(x, k, s, p, d, depthwise, lanes) for x in xs]
-    results = run_window_tb(dut, name, xs, exp, tmp_path, runs or [FREE] + STALLS)
+    results = run_window_tb(dut, name, xs, exp, tmp_path, runs or [FREE] + STALLS,
+                            simulator=simulator)
     check_cycles(dut, name, results)
     return dut, results
+
+
+@pytest.mark.skipif(not icarus_available(), reason="iverilog not on PATH")
+def test_swg_icarus(tmp_path):
+    # the second simulator on a small depthwise case (the line-buffer Memory included)
+    run_swg(tmp_path, "swg_ic", hw=(5, 4), c=2, k=3, s=1, p=1, lanes=2, depthwise=True,
+            seed=21, simulator="icarus")
 
 
 # (H, W), C, K, stride, pad, lanes, depthwise
