@@ -96,7 +96,7 @@ set_property -dict [list \\
 """
         pins = {"clk": "ps/FCLK_CLK0", "resetn": "ps/FCLK_RESET0_N", "master": "ps/M_AXI_GP0",
                 "hp": "ps/S_AXI_HP0", "clk_pins": ["ps/M_AXI_GP0_ACLK", "ps/S_AXI_HP0_ACLK"],
-                "freq_prop": "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ"}
+                "freq_prop": "CONFIG.PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ"}
     elif board.ps == "zynqmp":
         tcl = f"""\
 set ps [create_bd_cell -type ip -vlnv xilinx.com:ip:zynq_ultra_ps_e:3.5 ps]
