@@ -381,10 +381,10 @@ class StripOutputScale(Transformation):
         if m is None or m.op_type != "Mul" or model.get_initializer(m.input[1]) is None:
             return model, False
         src = m.input[0]
-        if src not in scales:
-            return model, False
         p = model.find_producer(src)
-        if len(model.find_consumers(src)) != 1:
+        # a Conv output is an accumulator, not a quantised tensor: leave it for the refusal
+        if (p is None or p.op_type not in INTEGER_OPS - {"Conv", "DeformableSample"}
+                or len(model.find_consumers(src)) != 1):
             return model, False
         p.output[list(p.output).index(src)] = out
         model.graph.node.remove(m)
