@@ -187,6 +187,20 @@ class MVAU(wiring.Component):
         weight_bits: weight type (int4 by default; weights must fit).
         acc_bits: accumulator width; default :func:`accumulator_bits` (exact range from the
             actual weights, FINN's minimised accumulator). A smaller value is refused.
+        mult_style: ``"lut"`` (default): ``PE*SIMD`` plain ``in_bits x weight_bits``
+            products, which synthesis maps to LUTs (or DSPs, one product each).
+            ``"dsp"``: the two PE lanes ``2q`` and ``2q+1`` of a SIMD lane share the input
+            element ``x``, so one multiplier computes both products:
+            ``P = x * (w1 * 2**K + w0) = (x*w1) * 2**K + x*w0`` with ``K`` the product
+            width; ``x*w0`` is the sign-extended low ``K`` bits of ``P`` and
+            ``x*w1 = (P >> K) + P[K-1]`` (adding back the borrow of a negative low product).
+            Exact for every input, so bit-exact with ``"lut"``. This is Xilinx WP486's INT8
+            packing ("Deep Learning with INT8 Optimization on Xilinx Devices") applied to
+            4-bit weights: the packed weight comes from the DSP's pre-adder, ``x`` goes to
+            the B port. The packed operand must fit the DSP48E1 pre-adder/A port (25 bits,
+            UG479; DSP48E2: 27 bits, UG579) and ``x`` the 18-bit B port, else the
+            constructor refuses. An odd last PE lane gets a multiplier of its own.
+            Multipliers: ``ceil(PE/2)*SIMD`` (see :attr:`multipliers`).
 
     Streams (``docs/hw_conventions.md``):
         ``i``: ``ArrayLayout(unsigned|signed(in_bits), SIMD)``; one input vector is
@@ -215,8 +229,12 @@ class MVAU(wiring.Component):
     (3, or 4 when SIMD > 1) and 2 the FIFO's write-to-read latency.
     """
 
+    #: DSP48E1 (7-series, UG479) port widths, the smaller of the two families we target
+    DSP_A_BITS, DSP_B_BITS = 25, 18
+
     def __init__(self, *, weights: np.ndarray, pe: int, simd: int, in_bits: int = 8,
-                 in_signed: bool = False, weight_bits: int = 4, acc_bits: int | None = None):
+                 in_signed: bool = False, weight_bits: int = 4, acc_bits: int | None = None,
+                 mult_style: str = "lut"):
         w = _check_weights("MVAU", weights, weight_bits)
         mh, mw = w.shape
         if pe < 1 or mh % pe:
@@ -229,6 +247,26 @@ class MVAU(wiring.Component):
         self.in_bits, self.in_signed = in_bits, in_signed
         self.weight_bits = weight_bits
         self.acc_bits = _resolve_acc_bits("MVAU", w, in_bits, in_signed, acc_bits)
+        x_lo, x_hi = value_range(in_bits, in_signed)
+        w_lo, w_hi = value_range(weight_bits, True)
+        ends = [x_lo * w_lo, x_lo * w_hi, x_hi * w_lo, x_hi * w_hi]
+        #: width of one product (signed), the packing offset K of ``mult_style="dsp"``
+        self.prod_bits = signed_bits(min(ends), max(ends))
+        if mult_style not in ("lut", "dsp"):
+            raise ValueError(f"MVAU: mult_style must be 'lut' or 'dsp', got {mult_style!r}")
+        if mult_style == "dsp":
+            k = self.prod_bits
+            a_bits = signed_bits(w_lo * (1 << k) + w_lo, w_hi * (1 << k) + w_hi)
+            b_bits = in_bits + (0 if in_signed else 1)
+            if a_bits > self.DSP_A_BITS:
+                raise ValueError(
+                    f"MVAU: mult_style='dsp': packed weight pair of {a_bits} bits exceeds the "
+                    f"DSP48 A port ({self.DSP_A_BITS} bits); use mult_style='lut'")
+            if b_bits > self.DSP_B_BITS:
+                raise ValueError(
+                    f"MVAU: mult_style='dsp': input of {b_bits} bits exceeds the DSP48 B port "
+                    f"({self.DSP_B_BITS} bits); use mult_style='lut'")
+        self.mult_style = mult_style
         # payload shape information for the compiler
         self.in_lanes, self.out_lanes = simd, pe
         self.out_bits, self.out_signed = self.acc_bits, True
@@ -240,6 +278,12 @@ class MVAU(wiring.Component):
             "i": In(stream.Signature(data.ArrayLayout(in_shape, simd))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(self.acc_bits), pe))),
         })
+
+    @property
+    def multipliers(self) -> int:
+        """Hardware multipliers: ``PE*SIMD`` (``"lut"``) or ``ceil(PE/2)*SIMD`` (``"dsp"``)."""
+        per_lane = self.pe if self.mult_style == "lut" else (self.pe + 1) // 2
+        return per_lane * self.simd
 
     def expected_cycles(self, pixels: int) -> int:
         """Stall-free cycles for ``pixels`` input vectors, first input to last output beat.
@@ -337,13 +381,22 @@ class MVAU(wiring.Component):
             return rom_rd.data[k * wb:(k + 1) * wb].as_signed()
 
         # ---- stage 2: products (registered multiplier outputs) -----------------------------
-        x_lo, x_hi = value_range(ib, self.in_signed)
-        w_lo, w_hi = value_range(wb, True)
-        ends = [x_lo * w_lo, x_lo * w_hi, x_hi * w_lo, x_hi * w_hi]
-        prod_shape = signed(signed_bits(min(ends), max(ends)))
-        prods = [[Signal(prod_shape, name=f"prod_{p}_{s}") for s in range(simd)]
+        k = self.prod_bits
+        prods = [[Signal(signed(k), name=f"prod_{p}_{s}") for s in range(simd)]
                  for p in range(pe)]
-        for p in range(pe):
+        paired = pe // 2 if self.mult_style == "dsp" else 0
+        for q in range(paired):
+            for s in range(simd):
+                # one multiply, two products (class docstring): the packed weight is the
+                # pre-adder's output, P the registered multiplier output
+                packed = (lane_w(2 * q + 1, s) << k) + lane_w(2 * q, s)
+                prod = Signal(signed(k + len(packed) + ib + 1), name=f"dsp_{q}_{s}")
+                m.d.sync += prod.eq(lane_x(s) * packed)
+                m.d.comb += [
+                    prods[2 * q][s].eq(prod[:k].as_signed()),
+                    prods[2 * q + 1][s].eq((prod >> k) + prod[k - 1]),
+                ]
+        for p in range(2 * paired, pe):
             for s in range(simd):
                 m.d.sync += prods[p][s].eq(lane_x(s) * lane_w(p, s))
         v2, first2, last2 = Signal(), Signal(), Signal()
