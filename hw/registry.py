@@ -38,7 +38,8 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     if layer.op == "MVAU":
         return MVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
                     simd=layer.folding["SIMD"], in_bits=t_in.bits, in_signed=t_in.signed,
-                    weight_bits=a["weight_bits"], acc_bits=t_out.bits)
+                    weight_bits=a["weight_bits"], acc_bits=t_out.bits,
+                    mult_style=a.get("mult_style", "lut"))
     if layer.op == "VVAU":
         return VVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
                     kernel_elems=a["kernel_elems"], in_bits=t_in.bits, in_signed=t_in.signed,

@@ -74,3 +74,17 @@ def test_shuffle_and_add_entries():
     assert isinstance(comp, Add) and comp.out_signed and comp.out_bits == 8
     assert layer_ports(add, comp) == ([comp.i0, comp.i1], [comp.o])
     assert expected_layer_cycles(g, add) == 6 * 2 + 2
+
+
+def test_mvau_mult_style_attr():
+    import numpy as np
+
+    w = np.ones((4, 8), dtype=np.int64)
+    layer = HWLayer("fc", "MVAU", ["x"], ["acc"], attrs={"mh": 4, "mw": 8, "pixels": 9,
+                                                          "weight_bits": 4, "mult_style": "dsp"},
+                    params={"weights": w}, folding={"PE": 2, "SIMD": 4})
+    g = graph_of(layer, [feat("x", (3, 3, 8), 4), feat("acc", (3, 3, 4), 2, bits=12, signed=True)])
+    comp = build_layer(g, layer)
+    assert comp.mult_style == "dsp" and comp.multipliers == 4
+    del layer.attrs["mult_style"]  # default: plain products
+    assert build_layer(g, layer).mult_style == "lut"

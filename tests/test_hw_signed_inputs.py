@@ -14,11 +14,14 @@ import pytest
 
 from hw.mvau import MVAU, dot_range
 from hw.vvau import VVAU
+from sim.runner import icarus_available
 from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
 from sw import golden
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+ICARUS = pytest.param("icarus", marks=pytest.mark.skipif(not icarus_available(),
+                                                         reason="iverilog not on PATH"))
 
 
 def int8_extremes(rng, shape):
@@ -36,7 +39,7 @@ def check_free_cycles(name, dut, res, runs, pixels):
             assert r["cycles"] == exp
 
 
-def run_mvau_signed(tmp_path, name, mh, mw, pe, simd, pixels, seed):
+def run_mvau_signed(tmp_path, name, mh, mw, pe, simd, pixels, seed, simulator="verilator"):
     rng = np.random.default_rng(seed)
     w = rng.integers(-8, 8, size=(mh, mw))
     w[0, :], w[1, :] = -8, 7
@@ -48,7 +51,7 @@ def run_mvau_signed(tmp_path, name, mh, mw, pe, simd, pixels, seed):
     assert exp.max() == hi == 8 * 128 * mw  # -8 * -128 on every term
     res = run_compute_tb(dut, name, [pack_lanes(b, 8) for b in x.reshape(-1, simd)],
                          exp.reshape(-1, pe), runs=list(DEFAULT_RUNS), tmp_path=tmp_path,
-                         seed=seed)
+                         seed=seed, simulator=simulator)
     check_free_cycles(name, dut, res, DEFAULT_RUNS, pixels)
 
 
@@ -69,8 +72,11 @@ def run_vvau_signed(tmp_path, name, c, pe, h, w, seed, kernel=3):
     check_free_cycles(name, dut, res, DEFAULT_RUNS, h * w)
 
 
-def test_mvau_signed_int8(tmp_path):
-    run_mvau_signed(tmp_path, "mvau_s8", mh=4, mw=8, pe=2, simd=4, pixels=8, seed=41)
+@pytest.mark.parametrize("simulator", ["verilator", ICARUS])
+def test_mvau_signed_int8(tmp_path, simulator):
+    # on Icarus too: the weight ROM's initial contents and the input buffer
+    run_mvau_signed(tmp_path, "mvau_s8", mh=4, mw=8, pe=2, simd=4, pixels=8, seed=41,
+                    simulator=simulator)
 
 
 def test_vvau_signed_int8(tmp_path):
