@@ -152,3 +152,72 @@ def test_fake_vivado_gets_the_batch_command(compiled_dir, tmp_path, monkeypatch)
     assert (out / "cwd.txt").read_text().strip() == str(out)
     tcl = (out / "build.tcl").read_text()
     assert "-part xck26-sfvc784-2LV-c" in tcl and "PL0_REF_CTRL__FREQMHZ {200}" in tcl
+
+
+STUB_TCL = r"""
+set argv {}
+set ::calls {}
+rename file _file
+proc file {sub args} {
+    if {$sub in {mkdir copy}} { lappend ::calls [list file $sub {*}$args]; return "" }
+    return [_file $sub {*}$args]
+}
+proc glob {args} { return [list /proj/x.gen/sources_1/bd/deflow_bd/hw_handoff/deflow_bd.hwh] }
+proc unknown {args} {
+    lappend ::calls $args
+    switch -- [lindex $args 0] {
+        get_board_parts { return [list [lindex $args end]] }
+        get_bd_pins - get_bd_intf_pins { return "pin:[lindex $args end]" }
+        get_property {
+            switch -glob -- [lindex $args 1] {
+                PROGRESS { return "100%" }
+                *FREQMHZ { return $::want_mhz }
+                SLACK { return 0.25 }
+                default { return /proj/impl_1 }
+            }
+        }
+        default { return "" }
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_tcl_runs_in_a_tcl_interpreter_with_stubbed_vivado_commands(name):
+    """The script is valid Tcl end to end (braces, continuations, procs): run it in Tcl 8.6
+    with every Vivado command recorded by a stub."""
+    tkinter = pytest.importorskip("tkinter")
+    b = get_board(name)
+    tcl = tkinter.Tcl()
+    tcl.eval(STUB_TCL)
+    tcl.eval(f"set ::want_mhz {b.fabric_mhz:g}")
+    tcl.eval(vivado_tcl(b, SLICE_PORTS, jobs=2))
+    calls = [tcl.splitlist(c) for c in tcl.splitlist(tcl.eval("set ::calls"))]
+    heads = [c[0] for c in calls]
+    order = ["create_project", "set_property", "add_files", "create_bd_design", "create_bd_cell",
+             "apply_bd_automation", "assign_bd_address", "validate_bd_design", "make_wrapper",
+             "launch_runs", "wait_on_run", "open_run", "report_timing_summary"]
+    idx = [heads.index(h) for h in order]
+    assert idx == sorted(idx), list(zip(order, idx))
+    assert calls[heads.index("create_project")][-1] == b.part
+    cells = {c[-1]: c[c.index("-vlnv") + 1] if "-vlnv" in c else c[c.index("-reference") + 1]
+             for c in calls if c[0] == "create_bd_cell"}
+    ps_ip = ("xilinx.com:ip:processing_system7:5.5" if b.ps == "zynq7"
+             else "xilinx.com:ip:zynq_ultra_ps_e:3.5")
+    assert cells == {"ps": ps_ip, "accel": "deflow_system", "dma": "xilinx.com:ip:axi_dma:7.1",
+                     "ctrl_sc": "xilinx.com:ip:smartconnect:1.0",
+                     "mem_sc": "xilinx.com:ip:smartconnect:1.0",
+                     "rst": "xilinx.com:ip:proc_sys_reset:5.0",
+                     "conv_in": "xilinx.com:ip:axis_dwidth_converter:1.1"}
+    launches = [c for c in calls if c[0] == "launch_runs"]
+    assert [c[1] for c in launches] == ["synth_1", "impl_1"] and all("2" in c for c in launches)
+    nets = {c[1]: set(c[2:]) for c in calls if c[0] == "connect_bd_net"}
+    ps_clk = "pin:ps/FCLK_CLK0" if b.ps == "zynq7" else "pin:ps/pl_clk0"
+    assert {"pin:accel/ap_clk", "pin:dma/m_axi_s2mm_aclk", "pin:conv_in/aclk"} <= nets[ps_clk]
+    assert {"pin:accel/ap_rst_n", "pin:dma/axi_resetn"} <= nets["pin:rst/peripheral_aresetn"]
+    intf = {(c[1], c[2]) for c in calls if c[0] == "connect_bd_intf_net"}
+    assert {("pin:dma/M_AXIS_MM2S", "pin:conv_in/S_AXIS"), ("pin:conv_in/M_AXIS", "pin:accel/s_axis"),
+            ("pin:accel/m_axis", "pin:dma/S_AXIS_S2MM"),
+            ("pin:ctrl_sc/M01_AXI", "pin:accel/s_axi_control")} <= intf
+    copies = [c[-1] for c in calls if c[:2] == ("file", "copy")]
+    assert [p.rsplit("/", 1)[-1] for p in copies] == ["deflow.bit", "deflow.hwh"]
