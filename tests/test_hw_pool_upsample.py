@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth import Module
 from amaranth.back import verilog
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from hw.pool import MaxPool
 from hw.upsample import Upsample
+from hw.window import SlidingWindowGenerator
 from sim.runner import icarus_available
 from sim.streams import pack_lanes
 from sim.tb_multistream import free_run_cycles, run_multistream
@@ -129,3 +133,40 @@ def test_pool_upsample_convert():
     assert "module mp" in verilog.convert(MaxPool(kernel=3, channels=4, lanes=2), name="mp")
     up = Upsample(factor=2, ifm_dim=(3, 4), channels=4, lanes=2)
     assert "module up" in verilog.convert(up, name="up")
+
+
+class SwgMaxPool(wiring.Component):
+    """The detector's pooling as the compiler builds it: SlidingWindowGenerator -> MaxPool."""
+
+    def __init__(self, swg: SlidingWindowGenerator, pool: MaxPool):
+        self.swg, self.pool = swg, pool
+        super().__init__({"i": In(stream.Signature(swg.payload_layout)),
+                          "o": Out(stream.Signature(pool.o.payload.shape()))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.swg, m.submodules.pool = self.swg, self.pool
+        wiring.connect(m, wiring.flipped(self.i), self.swg.i)
+        wiring.connect(m, self.swg.o, self.pool.i)
+        wiring.connect(m, self.pool.o, wiring.flipped(self.o))
+        return m
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_swg_maxpool_chain(tmp_path, lanes):
+    """RTL window generator feeding RTL MaxPool: nn.MaxPool2d(3, 2, 1) bit for bit; cycles
+    are the window generator's plus MaxPool's output register."""
+    rng = np.random.default_rng(30 + lanes)
+    hw, c = (9, 8), 4
+    swg = SlidingWindowGenerator(ifm_dim=hw, channels=c, kernel=3, stride=2, pad=1, lanes=lanes,
+                                 depthwise=True)
+    dut = SwgMaxPool(swg, MaxPool(kernel=3, channels=c, lanes=lanes))
+    xs = [features(rng, (*hw, c), 8, False) for _ in range(3)]
+    exp = [golden.maxpool(golden.sliding_window(x, 3, 2, 1, depthwise=True, lanes=lanes))
+           for x in xs]
+    res = run_multistream(
+        dut, f"swg_mp_l{lanes}", {"i": [w for x in xs for w in beats(x, lanes, 8)]},
+        {"o": [w for e in exp for w in beats(e, lanes, 8)]}, {"o": exp[0].size // lanes},
+        tmp_path=tmp_path)
+    check_cycles("swg_mp", res, swg.expected_cycles() + 1)
