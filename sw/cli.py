@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,58 +19,112 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SLICE_FOLDING = REPO_ROOT / "sw" / "configs" / "slice_folding.json"
 
 
-def compile_model(onnx_path: Path, folding_path: Path, out_dir: Path) -> dict:
-    """Lower, fold, estimate and emit Verilog for a QONNX model into ``out_dir``.
+def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
+                  board: str | None = None, fps: float | None = None,
+                  clock_mhz: float | None = None, verilog: bool = True) -> dict:
+    """Lower, fold, estimate, report and (optionally) emit Verilog for a QONNX model.
 
-    Everything is written into a temporary sibling folder first and renamed at the end, so
-    ``out_dir`` holds either the complete result of this run or what it held before.
+    The folding comes from ``folding_path`` (FINN JSON) or, without one, from
+    :func:`sw.autofold.choose_folding` for ``board`` (at ``fps``, or the fastest fitting).
+    Written into ``out_dir``: ``hw_graph.json`` (the folded hardware graph), ``folding.json``
+    (FINN format), ``estimates.md/json/png`` (:mod:`sw.report`) and ``deflow_top.v``
+    (``hw.top.Accelerator``, unless ``verilog=False``). Everything goes into a temporary
+    sibling folder first, renamed at the end: ``out_dir`` holds either the complete result of
+    this run or what it held before (also when this run fails).
+
+    Args:
+        onnx_path: QONNX model (batch 1, fixed shape).
+        folding_path: FINN folding JSON, or ``None`` to choose one for ``board``.
+        board: board name (:func:`sw.boards.get_board`); the report's capacities. Default
+            ``ultra96v2`` when a folding file is given.
+        fps: target frames per second (only with automatic folding).
+        clock_mhz: accelerator clock; default the board's ``fabric_mhz``.
+        verilog: emit ``deflow_top.v``.
 
     Returns:
-        ``{"graph": HWGraph, "estimates": [...], "verilog": Path}``.
+        ``{"graph", "estimates", "report" (dict), "folding" (dict), "verilog" (Path or None),
+        "out_dir"}``.
 
     Raises:
-        sw.lower.CompileError: unsupported model or folding (before any file is written).
+        sw.lower.CompileError: unsupported model, bad folding, or a target no folding meets
+            (naming the bottleneck layer and the rule); nothing is written then.
+        sw.boards.BoardError: unknown board.
+        ValueError: inconsistent arguments (``fps`` with a folding file, neither folding nor
+            board, non-positive clock).
     """
-    from amaranth.back import verilog
-
-    from hw.top import Accelerator
-    from sw.estimate import bottleneck, estimate
+    from sw.autofold import choose_folding
+    from sw.boards import get_board
+    from sw.estimate import estimate
     from sw.folding import apply_folding, load_folding
     from sw.hwgraph import write_text_atomic
     from sw.lower import lower_qonnx
+    from sw.report import write_report
 
-    graph = apply_folding(lower_qonnx(onnx_path), load_folding(folding_path))
+    if folding_path is None and board is None:
+        raise ValueError("compile needs a folding (--folding FILE) or a board to choose one for (--board)")
+    if folding_path is not None and fps is not None:
+        raise ValueError("--fps chooses a folding automatically; it cannot be combined with --folding")
+    if clock_mhz is not None and clock_mhz <= 0:
+        raise ValueError(f"clock must be positive, got {clock_mhz} MHz")
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"model {onnx_path} does not exist")
+    b = get_board(board or "ultra96v2")
+    clock = float(clock_mhz or b.fabric_mhz)
+    lowered = lower_qonnx(onnx_path)
+    if folding_path is not None:
+        cfg = load_folding(folding_path)
+    else:
+        cfg = choose_folding(lowered, b, target_fps=fps, clock_mhz=clock)
+    graph = apply_folding(lowered, cfg)
     est = estimate(graph)
-    top = Accelerator(graph)
-    text = verilog.convert(top, name="deflow_top", emit_src=False)
 
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    graph.save(tmp / "hw_graph.json")
-    write_text_atomic(tmp / "folding.json", json.dumps(
-        {l.name: l.folding for l in graph.layers if l.folding}, indent=1))
-    bn = bottleneck(est)
-    write_text_atomic(tmp / "estimates.json", json.dumps({
-        "layers": [vars(e) for e in est],
-        "bottleneck": bn.name,
-        "initiation_interval_cycles": bn.cycles,
-        "fifo_depths": top.fifo_depths,
-    }, indent=1))
-    write_text_atomic(tmp / "deflow_top.v", text)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return {"graph": graph, "estimates": est, "verilog": out_dir / "deflow_top.v"}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial.", dir=out_dir.parent))
+    try:
+        graph.save(tmp / "hw_graph.json")
+        write_text_atomic(tmp / "folding.json", json.dumps(cfg, indent=1))
+        report = write_report(graph, est, b, clock, tmp, folding=cfg)
+        vpath = None
+        if verilog:
+            from amaranth.back import verilog as amaranth_verilog
+
+            from hw.top import Accelerator
+
+            top = Accelerator(graph)
+            write_text_atomic(tmp / "deflow_top.v",
+                              amaranth_verilog.convert(top, name="deflow_top", emit_src=False))
+            write_text_atomic(tmp / "fifo_depths.json",
+                              json.dumps(getattr(top, "fifo_depths", None), indent=1))
+            vpath = out_dir / "deflow_top.v"
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f"{out_dir.name}.old.{os.getpid()}")
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"graph": graph, "estimates": est, "report": report, "folding": cfg,
+            "verilog": vpath, "out_dir": out_dir}
 
 
 def cmd_compile(args) -> int:
-    res = compile_model(Path(args.model), Path(args.folding), Path(args.out))
     from sw.estimate import format_table
 
+    folding = Path(args.folding) if args.folding else None
+    res = compile_model(Path(args.model), folding, Path(args.out), board=args.board,
+                        fps=args.fps, clock_mhz=args.clock_mhz, verilog=not args.no_verilog)
+    t = res["report"]["totals"]
     print(format_table(res["estimates"]))
-    print(f"wrote {args.out}/ (hw_graph.json, folding.json, estimates.json, deflow_top.v)")
+    print(f"estimate on {res['report']['board']} at {t['clock_mhz']:g} MHz: II {t['ii_cycles']:,} cycles "
+          f"(bottleneck {t['bottleneck']}), {t['fps']:.1f} fps; LUT {t['luts']:,}, DSP {t['dsps']}, "
+          f"BRAM36 {t['bram36']}, URAM {t['uram']}; fits: {'yes' if res['report']['fits'] else 'NO'}")
+    files = sorted(p.name for p in Path(args.out).iterdir())
+    print(f"wrote {args.out}/ ({', '.join(files)})")
     return 0
 
 
@@ -133,8 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compile", help="QONNX model -> hardware graph, estimates, Verilog")
     c.add_argument("model", help="QONNX .onnx file (batch 1, fixed shape)")
-    c.add_argument("--folding", default=str(DEFAULT_SLICE_FOLDING), help="FINN-format folding JSON")
-    c.add_argument("--out", required=True, help="output folder (replaced whole)")
+    c.add_argument("--folding", default=None, help="FINN-format folding JSON (else chosen for --board)")
+    c.add_argument("--board", default=None, help="board to fold for / report against "
+                   "(pynq-z2, ultra96v2, zcu104, kv260; default ultra96v2 with --folding)")
+    c.add_argument("--fps", type=float, default=None, help="target frames/s (default: fastest that fits)")
+    c.add_argument("--clock-mhz", type=float, default=None, help="accelerator clock (default: the board's)")
+    c.add_argument("--no-verilog", action="store_true", help="skip the Verilog (estimates only)")
+    c.add_argument("--out", required=True, help="output folder (replaced whole, only on success)")
     c.set_defaults(func=cmd_compile)
     d = sub.add_parser("demo", help="the end-to-end slice on real images through RTL simulation")
     d.add_argument("--voc", default=None, help="VOC folder (default: $DEFLOW_VOC_ROOT or ../shared/data/voc2012-subset)")
