@@ -28,7 +28,6 @@ Counted (from ``stat -json``, cell types of the flattened netlist):
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
