@@ -198,8 +198,8 @@ def synthesize(verilog: Path, top: str, family: str, *, uram: bool = False,
             shutil.copyfile(log, log_path)
         stat = Path(tmp) / "stat.json"
         if proc.returncode != 0 or not stat.exists():
-            tail = "\n".join((err or "").strip().splitlines()[-10:]
-                             or log.read_text().splitlines()[-10:])
+            logged = log.read_text(errors="replace") if log.exists() else ""
+            tail = "\n".join((err or "").strip().splitlines()[-10:] or logged.splitlines()[-10:])
             raise SynthesisError(f"yosys ({family}) exited with {proc.returncode}"
                                  f"{f'; log {log_path}' if log_path else ''}:\n{tail}")
         return parse_stat_json(stat.read_text(), top), elapsed
