@@ -245,7 +245,10 @@ def format_table(estimates: list[LayerEstimate]) -> str:
     """Plain-text table of the estimates (one row per layer)."""
     rows = [f"{'layer':<34}{'op':<18}{'folding':<24}{'cycles':>10}{'MACs':>12}{'BRAM18':>8}{'LUT':>8}{'DSP':>6}"]
     for e in estimates:
-        fold = ",".join(f"{k}={v}" for k, v in e.folding.items()) or "-"
+        parts = [f"{k}={v}" for k, v in e.folding.items() if k in ("PE", "SIMD")]
+        parts += ["dsp"] if e.folding.get("resType") == "dsp" else []
+        parts += ["ext"] if e.folding.get("mem_mode") == "external" else []
+        fold = ",".join(parts) or "-"
         rows.append(f"{e.name:<34}{e.op:<18}{fold:<24}{e.cycles:>10}{e.macs:>12}{e.bram18:>8}"
                     f"{e.luts:>8}{e.dsps:>6}")
     return "\n".join(rows)
