@@ -274,6 +274,8 @@ class MVAU(wiring.Component):
         self.latency = 3 + (1 if simd > 1 else 0)
         self.cycles_per_vector = self.nf * self.sf
         in_shape = signed(in_bits) if in_signed else unsigned(in_bits)
+        # high in every cycle the PE array issues a MAC step (for utilisation counters)
+        self.mac_active = Signal()
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(in_shape, simd))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(self.acc_bits), pe))),
@@ -328,6 +330,7 @@ class MVAU(wiring.Component):
         # only the beat that closes an accumulation needs an output slot
         slot_ok = ~last_sf | out.can_reserve
         issue = Signal()
+        m.d.comb += self.mac_active.eq(issue)
         m.d.comb += [
             self.i.ready.eq(fold0 & slot_ok),
             issue.eq(slot_ok & (~fold0 | self.i.valid)),

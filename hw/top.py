@@ -15,6 +15,7 @@ Ports (Verilog names, AXI4-Stream as an AXI DMA expects them):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from amaranth import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
@@ -29,6 +30,24 @@ def _byte_width(bits: int) -> int:
     return 8 * math.ceil(bits / 8)
 
 
+@dataclass(frozen=True)
+class FifoProbe:
+    """One inter-layer FIFO as the instrumented top level reports it.
+
+    Attributes:
+        tensor: the stream's tensor name (the FIFO is ``fifo_<tensor>`` in the hierarchy).
+        producer, consumer: layer names at its two ends.
+        depth: entries.
+        level_bits: width of its level field in the ``dbg_fifo_level``/``dbg_fifo_max`` ports.
+    """
+
+    tensor: str
+    producer: str
+    consumer: str
+    depth: int
+    level_bits: int
+
+
 class Accelerator(wiring.Component):
     """The whole streaming accelerator of a folded hardware graph.
 
@@ -37,17 +56,39 @@ class Accelerator(wiring.Component):
         fifo_depths: ``{tensor name: depth}`` for the FIFO on that stream; default 2.
             The offsets stream of a deformable sampler needs ``(N + 2) * W`` entries, since the
             sampler reads feature rows up to N ahead of the offsets it consumes
-            (:func:`default_fifo_depths`).
+            (:func:`default_fifo_depths`). :func:`sw.fifosizing.size_fifos` finds depths by
+            simulation.
+        instrument: add simulation probes (they cost fabric, so bitstreams leave them out):
+
+            * ``dbg_fifo_level`` / ``dbg_fifo_max``: current / highest level of every FIFO,
+              ``level_bits`` each, in :attr:`fifo_probes` order (first FIFO in the LSBs);
+            * ``dbg_fifo_full`` / ``dbg_fifo_starved``: one bit per FIFO, the producer is
+              blocked by a full FIFO / the consumer is ready but the FIFO is empty;
+            * ``dbg_mac_busy``: 32-bit count of the cycles in which each MVAU/VVAU issued a
+              MAC step, in :attr:`busy_layers` order (FINN-style utilisation: busy cycles /
+              frame cycles).
     """
 
-    def __init__(self, graph: HWGraph, fifo_depths: dict[str, int] | None = None):
+    def __init__(self, graph: HWGraph, fifo_depths: dict[str, int] | None = None,
+                 instrument: bool = False):
         self.graph = graph
         self.fifo_depths = default_fifo_depths(graph) | (fifo_depths or {})
+        self.instrument = instrument
         tin, tout = graph.tensors[graph.input], graph.tensors[graph.output]
         self.in_lane_bits, self.out_lane_bits = _byte_width(tin.bits), _byte_width(tout.bits)
         self.in_width = tin.lanes * self.in_lane_bits
         self.out_width = tout.lanes * self.out_lane_bits
-        super().__init__({
+        self.fifo_probes: list[FifoProbe] = []
+        for layer in graph.layers:
+            for t in layer.inputs:
+                if t == graph.input:
+                    continue
+                producer = graph.producer(t)
+                depth = self.fifo_depths.get(t, 2)
+                self.fifo_probes.append(FifoProbe(t, producer.name if producer else "?",
+                                                  layer.name, depth, depth.bit_length()))
+        self.busy_layers = [layer.name for layer in graph.layers if layer.op in ("MVAU", "VVAU")]
+        ports = {
             "s_axis_tdata": In(self.in_width),
             "s_axis_tvalid": In(1),
             "s_axis_tready": Out(1),
@@ -57,15 +98,28 @@ class Accelerator(wiring.Component):
             "m_axis_tlast": Out(1),
             "cycle_count": Out(32),
             "frame_count": Out(32),
-        })
+        }
+        if instrument:
+            level_width = max(1, sum(p.level_bits for p in self.fifo_probes))
+            nfifo = max(1, len(self.fifo_probes))
+            ports |= {
+                "dbg_fifo_level": Out(level_width),
+                "dbg_fifo_max": Out(level_width),
+                "dbg_fifo_full": Out(nfifo),
+                "dbg_fifo_starved": Out(nfifo),
+                "dbg_mac_busy": Out(max(1, 32 * len(self.busy_layers))),
+            }
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
         g = self.graph
         sources = {}  # tensor -> producing stream port
         sinks = {}  # tensor -> consuming stream port
+        comps = {}
         for layer in g.layers:
             comp = build_layer(g, layer)
+            comps[layer.name] = comp
             m.submodules[layer.name] = comp
             ins, outs = layer_ports(layer, comp)
             for t, port in zip(layer.inputs, ins):
@@ -73,10 +127,35 @@ class Accelerator(wiring.Component):
             for t, port in zip(layer.outputs, outs):
                 sources[t] = port
 
-        for t, dst in sinks.items():
-            if t == g.input:
-                continue
-            self._connect(m, t, sources[t], dst)
+        levels, maxes, fulls, starved = [], [], [], []
+        for probe in self.fifo_probes:
+            fifo = self._connect(m, probe.tensor, sources[probe.tensor], sinks[probe.tensor])
+            if self.instrument:
+                level = Signal(probe.level_bits, name=f"lvl_{probe.tensor}")
+                peak = Signal(probe.level_bits, name=f"max_{probe.tensor}")
+                m.d.comb += level.eq(fifo.level)
+                with m.If(level > peak):
+                    m.d.sync += peak.eq(level)
+                levels.append(level)
+                maxes.append(peak)
+                fulls.append(sources[probe.tensor].valid & ~fifo.w_rdy)
+                starved.append(sinks[probe.tensor].ready & ~fifo.r_rdy)
+        if self.instrument:
+            busy = []
+            for name in self.busy_layers:
+                count = Signal(32, name=f"busy_{name}")
+                with m.If(comps[name].mac_active):
+                    m.d.sync += count.eq(count + 1)
+                busy.append(count)
+            if levels:
+                m.d.comb += [
+                    self.dbg_fifo_level.eq(Cat(*levels)),
+                    self.dbg_fifo_max.eq(Cat(*maxes)),
+                    self.dbg_fifo_full.eq(Cat(*fulls)),
+                    self.dbg_fifo_starved.eq(Cat(*starved)),
+                ]
+            if busy:
+                m.d.comb += self.dbg_mac_busy.eq(Cat(*busy))
 
         # AXI-Stream input: strip byte padding of each lane
         tin = g.tensors[g.input]
@@ -111,7 +190,7 @@ class Accelerator(wiring.Component):
         m.d.sync += self.cycle_count.eq(self.cycle_count + 1)
         return m
 
-    def _connect(self, m, tensor, src, dst):
+    def _connect(self, m, tensor, src, dst) -> SyncFIFOBuffered:
         depth = self.fifo_depths.get(tensor, 2)
         width = Value.cast(src.payload).shape().width
         fifo = SyncFIFOBuffered(width=width, depth=depth)
@@ -124,6 +203,7 @@ class Accelerator(wiring.Component):
             dst.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(dst.ready),
         ]
+        return fifo
 
 
 def _extend(v: Value, width: int, is_signed: bool) -> Value:

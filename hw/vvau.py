@@ -72,6 +72,8 @@ class VVAU(wiring.Component):
         self.latency = 3  # issue -> FIFO write: input/ROM register, product, accumulator
         self.cycles_per_pixel = self.folds * kk
         in_shape = signed(in_bits) if in_signed else unsigned(in_bits)
+        # high in every cycle the PE array issues a MAC step (for utilisation counters)
+        self.mac_active = Signal()
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(in_shape, pe))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(self.acc_bits), pe))),
@@ -111,6 +113,7 @@ class VVAU(wiring.Component):
         # only the beat that closes a channel fold needs an output slot
         slot_ok = ~last_k | out.can_reserve
         issue = Signal()
+        m.d.comb += self.mac_active.eq(issue)
         m.d.comb += [
             self.i.ready.eq(slot_ok),
             issue.eq(slot_ok & self.i.valid),

@@ -3,8 +3,15 @@
 Config (from sim.runner.load_tb_config): ``frames``: list of frames, each a list of input
 bytes in AXI order; ``expected``: per frame the expected output bytes; ``stall`` and
 ``backpressure``: probabilities of an idle input cycle / a not-ready output cycle;
-``timeout_cycles``. Writes ``result.json`` (per-frame output, mismatches and cycles) to the
-path in ``result_path``.
+``timeout_cycles``; ``probes`` (FIFO probes of an instrumented top: tensor, producer,
+consumer, depth, level_bits), ``busy_layers`` and ``watchdog_cycles`` (optional). Writes
+``result.json`` (per-frame output, mismatches and cycles; with probes also the highest level of
+every FIFO and the MAC-busy cycles of every MVAU/VVAU) to the path in ``result_path``.
+
+Watchdog: when no AXI-Stream beat moves on either port for ``watchdog_cycles``, the test
+fails with a diagnosis read from the probes: which FIFOs are full (producer blocked), which
+are empty with a waiting consumer, and which multi-input layer waits on one input while
+another is full (the usual reconvergent-path deadlock: the full FIFO's path needs depth).
 """
 
 from __future__ import annotations
@@ -27,6 +34,43 @@ def _pauses(prob: float, seed: int):
         yield rng.random() < prob
 
 
+def _fields(value: int, widths: list[int]) -> list[int]:
+    out, pos = [], 0
+    for w in widths:
+        out.append((value >> pos) & ((1 << w) - 1))
+        pos += w
+    return out
+
+
+def diagnose_stall(dut, probes: list[dict]) -> str:
+    """Human-readable stall report from the ``dbg_fifo_*`` probes of an instrumented top."""
+    if not probes:
+        return "no probes (build the top level with instrument=True for a diagnosis)"
+    n = len(probes)
+    full = _fields(int(dut.dbg_fifo_full.value), [1] * n)
+    starved = _fields(int(dut.dbg_fifo_starved.value), [1] * n)
+    levels = _fields(int(dut.dbg_fifo_level.value), [p["level_bits"] for p in probes])
+    lines = []
+    for p, f, s, lvl in zip(probes, full, starved, levels):
+        if f:
+            lines.append(f"  FULL    fifo_{p['tensor']} ({p['producer']} -> {p['consumer']}) "
+                         f"{lvl}/{p['depth']}: {p['producer']} is blocked")
+        elif s:
+            lines.append(f"  EMPTY   fifo_{p['tensor']} ({p['producer']} -> {p['consumer']}): "
+                         f"{p['consumer']} waits for data")
+    by_consumer: dict[str, list] = {}
+    for p, f, s in zip(probes, full, starved):
+        by_consumer.setdefault(p["consumer"], []).append((p, f, s))
+    for layer, ins in by_consumer.items():
+        waiting = [p["tensor"] for p, f, s in ins if s]
+        stuffed = [p["tensor"] for p, f, s in ins if f]
+        if waiting and stuffed:
+            lines.append(f"  layer {layer} waits on {', '.join(waiting)} while "
+                         f"{', '.join('fifo_' + t for t in stuffed)} is full: the path into "
+                         f"{', '.join(waiting)} needs more buffering (size FIFOs by simulation)")
+    return "\n".join(lines) or "  every FIFO neither full nor starved (a layer stopped by itself)"
+
+
 @cocotb.test()
 async def stream_frames(dut):
     cfg = load_tb_config()
@@ -44,18 +88,30 @@ async def stream_frames(dut):
     await RisingEdge(dut.clk)
 
     # cycle bookkeeping: first input beat accepted -> tlast of each output frame
-    marks = {"first_in": None, "frame_end": []}
+    marks = {"first_in": None, "frame_end": [], "stalled": None, "busy_at_end": []}
+    probes = cfg.get("probes", [])
+    busy_layers = cfg.get("busy_layers", [])
+    watchdog = cfg.get("watchdog_cycles", 0)
 
     async def monitor():
-        cycle = 0
+        cycle = last_move = 0
         while True:
             await RisingEdge(dut.clk)
             cycle += 1
-            if marks["first_in"] is None and dut.s_axis_tvalid.value == 1 and dut.s_axis_tready.value == 1:
+            moved_in = dut.s_axis_tvalid.value == 1 and dut.s_axis_tready.value == 1
+            moved_out = dut.m_axis_tvalid.value == 1 and dut.m_axis_tready.value == 1
+            if moved_in or moved_out:
+                last_move = cycle
+            if marks["first_in"] is None and moved_in:
                 marks["first_in"] = cycle
-            if (dut.m_axis_tvalid.value == 1 and dut.m_axis_tready.value == 1
-                    and dut.m_axis_tlast.value == 1):
+            if moved_out and dut.m_axis_tlast.value == 1:
                 marks["frame_end"].append(cycle)
+                if probes and busy_layers:
+                    marks["busy_at_end"].append(int(dut.dbg_mac_busy.value))
+            if watchdog and cycle - last_move > watchdog and marks["stalled"] is None:
+                marks["stalled"] = (f"watchdog: no AXI-Stream beat for {watchdog} cycles at "
+                                    f"cycle {cycle}\n" + diagnose_stall(dut, probes))
+                return
             if cycle > cfg["timeout_cycles"]:
                 return
 
@@ -69,6 +125,7 @@ async def stream_frames(dut):
         while not rx.done():
             await RisingEdge(dut.clk)
             waited += 1
+            assert marks["stalled"] is None, marks["stalled"]
             assert waited < cfg["timeout_cycles"], (
                 f"timeout: output frame {i} not complete after {waited} cycles "
                 f"({sink.count()} frames queued)")
@@ -80,6 +137,15 @@ async def stream_frames(dut):
     cycles = [ends[0] - marks["first_in"] + 1] + [b - a for a, b in zip(ends, ends[1:])]
     for r, c in zip(results, cycles):
         r["cycles"] = c
+    if probes and results:
+        peaks = _fields(int(dut.dbg_fifo_max.value), [p["level_bits"] for p in probes])
+        results[0]["fifo_max"] = {p["tensor"]: v for p, v in zip(probes, peaks)}
+    # MAC-busy cycles of every MVAU/VVAU within each frame interval (counters read at tlast)
+    prev = [0] * len(busy_layers)
+    for r, snap in zip(results, marks["busy_at_end"]):
+        now = _fields(snap, [32] * len(busy_layers))
+        r["mac_busy"] = {name: b - a for name, a, b in zip(busy_layers, prev, now)}
+        prev = now
     path = cfg["result_path"]
     with open(path + ".tmp", "w") as f:
         json.dump(results, f)
