@@ -45,26 +45,19 @@ class RTLRun:
 
 
 def _to_axi_bytes(t: TensorInfo, values: np.ndarray) -> list[int]:
-    """Bytes of a tensor on AXI-Stream: each value little-endian in ``ceil(bits/8)`` bytes."""
-    nbytes = -(-t.bits // 8)
-    mask = (1 << (8 * nbytes)) - 1
-    out: list[int] = []
-    for v in np.asarray(values, dtype=np.int64).reshape(-1):
-        out.extend((int(v) & mask).to_bytes(nbytes, "little"))
-    return out
+    """Bytes of a tensor on AXI-Stream (:func:`sw.driver.pack_frames`, the driver's packing:
+    each value little-endian in ``ceil(bits/8)`` bytes)."""
+    from sw.driver import StreamSpec, pack_frames
+
+    v = np.asarray(values)
+    return pack_frames(StreamSpec(tuple(v.shape), t.bits, t.signed), v).reshape(-1).tolist()
 
 
 def _from_axi_bytes(graph: HWGraph, data: list[int]) -> np.ndarray:
+    from sw.driver import StreamSpec, unpack_frames
+
     t = graph.tensors[graph.output]
-    nbytes = -(-t.bits // 8)
-    raw = np.asarray(data, dtype=np.uint8).reshape(-1, nbytes)
-    vals = np.zeros(raw.shape[0], dtype=np.int64)
-    for b in range(nbytes):
-        vals |= raw[:, b].astype(np.int64) << (8 * b)
-    if t.signed:
-        width = 8 * nbytes
-        vals = np.where(vals >= 1 << (width - 1), vals - (1 << width), vals)
-    return vals.reshape(t.shape)
+    return unpack_frames(StreamSpec(tuple(t.shape), t.bits, t.signed), data)[0]
 
 
 def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
