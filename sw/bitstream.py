@@ -61,12 +61,17 @@ MODELS = {
 DEFAULT_MODEL = "slice"
 
 
+def say(msg: str) -> None:
+    """Progress line, flushed (the command's output is often piped into a log)."""
+    print(msg, flush=True)
+
+
 class BitstreamError(ValueError):
     """Bad input to the bitstream command (names the option and the problem)."""
 
 
 def load_graph(model: str | None = None, folding: str | None = None,
-               build_dir: str | None = None, progress=print):
+               build_dir: str | None = None, progress=say):
     """The folded HWGraph to build: from ``build_dir`` (``hw_graph.json``), or ``model`` (a
     QONNX path or a :data:`MODELS` name, default :data:`DEFAULT_MODEL`) with ``folding``.
 
@@ -107,7 +112,7 @@ def load_graph(model: str | None = None, folding: str | None = None,
 
 
 def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = True,
-            yosys_timeout_s: float = 3600, progress=print) -> dict:
+            yosys_timeout_s: float = 3600, progress=say) -> dict:
     """Write Verilog, Tcl, the resource report and the deploy folder into ``out`` (replaced
     whole, atomically).
 
@@ -173,7 +178,7 @@ def vivado_command(out: Path, jobs: int) -> list[str]:
             "-source", "build.tcl", "-tclargs", str(jobs)]
 
 
-def run_vivado(out: Path, jobs: int, *, timeout_s: float = 6 * 3600, progress=print) -> int:
+def run_vivado(out: Path, jobs: int, *, timeout_s: float = 6 * 3600, progress=say) -> int:
     """Run Vivado on ``out/build.tcl``, printing its ``deflow:`` steps, errors and run status
     lines. Returns Vivado's exit status (-1 after a timeout, the process killed)."""
     keep = ("deflow:", "ERROR:", "CRITICAL WARNING:", "launch_runs", "wait_on_run",
@@ -228,9 +233,9 @@ def cmd_bitstream(args) -> int:
         if args.jobs < 1:
             raise BitstreamError(f"--jobs must be >= 1, got {args.jobs}")
         out = Path(args.out or REPO_ROOT / "build" / "bitstream" / board.name)
-        print(f"[1/3] model -> folded hardware graph")
+        say("[1/3] model -> folded hardware graph")
         graph = load_graph(args.model, args.folding, args.build_dir)
-        print(f"[2/3] {board.name} ({board.part}, {board.ps}, {board.fabric_mhz:g} MHz): "
+        say(f"[2/3] {board.name} ({board.part}, {board.ps}, {board.fabric_mhz:g} MHz): "
               f"Verilog, Vivado Tcl{'' if args.no_yosys else ', Yosys estimate'} -> {out}")
         res = prepare(board.name, graph, out, jobs=args.jobs, yosys=not args.no_yosys,
                       yosys_timeout_s=args.yosys_timeout)
@@ -243,7 +248,7 @@ def cmd_bitstream(args) -> int:
     if res["resources"]:
         r = res["resources"]
         u = r["utilisation"]
-        print("      " + ", ".join(f"{k} {v['used']:g}/{v['available']} ({v['percent']:g}%)"
+        say("      " + ", ".join(f"{k} {v['used']:g}/{v['available']} ({v['percent']:g}%)"
                                    for k, v in u.items())
               + f": {'fits' if r['fits'] else 'does NOT fit'} (Yosys {r['yosys_seconds']} s)")
     cmd = " ".join(vivado_command(out, args.jobs))
@@ -256,7 +261,7 @@ def cmd_bitstream(args) -> int:
               f"      then copy {out}/deploy/ to the board and run "
               f"`python3 deflow_demo.py --images <folder>` there", file=sys.stderr)
         return EXIT_NO_VIVADO
-    print(f"[3/3] vivado batch build in {out} (log vivado.log)")
+    say(f"[3/3] vivado batch build in {out} (log vivado.log)")
     rc = run_vivado(out, args.jobs, timeout_s=args.vivado_timeout)
     bit = out / "deploy" / "deflow.bit"
     if rc != 0 or not bit.exists():
