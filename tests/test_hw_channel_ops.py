@@ -168,9 +168,10 @@ def test_add(tmp_path, simulator):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [
     dict(hw=(4, 4), c=8, lanes=4),
-    dict(hw=(3, 5), c=3, lanes=1, in_bits=4, out_bits=6),
-    dict(hw=(3, 3), c=4, lanes=4, in_signed=True, out_bits=8, out_signed=False),
-], ids=["uint8_l4", "u4_to_u6", "signed_to_unsigned"])
+    dict(hw=(3, 5), c=3, lanes=1, in_bits=4, out_bits=4),
+    dict(hw=(3, 3), c=4, lanes=4, in_signed=True, out_bits=7, out_signed=False),
+    dict(hw=(3, 4), c=2, lanes=2, in_signed=True, out_bits=6),
+], ids=["uint8_l4", "u4", "signed_to_u7", "s8_to_s6"])
 def test_add_slow(tmp_path, case):
     run_add(tmp_path, "add_slow", seed=8, frames=3, **case)
 
