@@ -112,7 +112,8 @@ def load_graph(model: str | None = None, folding: str | None = None,
 
 
 def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = True,
-            yosys_timeout_s: float = 3600, progress=say) -> dict:
+            yosys_timeout_s: float = 3600, clock_mhz: float | None = None,
+            progress=say) -> dict:
     """Write Verilog, Tcl, the resource report and the deploy folder into ``out`` (replaced
     whole, atomically).
 
@@ -134,10 +135,12 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
 
     board = get_board(board_name)
     system = AcceleratorSystem(graph)
-    spec = AcceleratorSpec.from_graph(graph, board.fabric_mhz)
+    mhz = float(clock_mhz or board.fabric_mhz)
+    spec = AcceleratorSpec.from_graph(graph, mhz)
     ports = StreamPorts(system.in_width, system.out_width, spec.input.frame_bytes,
                         spec.output.frame_bytes)
-    tcl = vivado_tcl(board, ports, jobs=jobs)  # refuses bad widths before anything is written
+    # refuses bad widths or clocks before anything is written
+    tcl = vivado_tcl(board, ports, jobs=jobs, clock_mhz=mhz)
 
     out = Path(out)
     tmp = out.with_name(out.name + ".partial")
@@ -213,6 +216,8 @@ def add_bitstream_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--folding", default=None, help="FINN-format folding JSON (default: the model's)")
     b.add_argument("--build-dir", default=None, help="a `deflow compile` output folder instead of --model")
     b.add_argument("--out", default=None, help="output folder (default build/bitstream/<board>; replaced whole)")
+    b.add_argument("--mhz", type=float, default=None,
+                   help="fabric clock in MHz (default: the board's, sw/boards.py)")
     b.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="Vivado launch_runs jobs")
     b.add_argument("--no-yosys", action="store_true", help="skip the Yosys resource estimate")
     b.add_argument("--yosys-timeout", type=float, default=3600, help="seconds (default 3600)")
@@ -235,10 +240,10 @@ def cmd_bitstream(args) -> int:
         out = Path(args.out or REPO_ROOT / "build" / "bitstream" / board.name)
         say("[1/3] model -> folded hardware graph")
         graph = load_graph(args.model, args.folding, args.build_dir)
-        say(f"[2/3] {board.name} ({board.part}, {board.ps}, {board.fabric_mhz:g} MHz): "
+        say(f"[2/3] {board.name} ({board.part}, {board.ps}, {args.mhz or board.fabric_mhz:g} MHz): "
               f"Verilog, Vivado Tcl{'' if args.no_yosys else ', Yosys estimate'} -> {out}")
         res = prepare(board.name, graph, out, jobs=args.jobs, yosys=not args.no_yosys,
-                      yosys_timeout_s=args.yosys_timeout)
+                      yosys_timeout_s=args.yosys_timeout, clock_mhz=args.mhz)
     except (BoardError, BitstreamError, BoardFlowError, FileNotFoundError) as exc:
         print(f"deflow bitstream: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -62,6 +62,10 @@ def test_dma_widths_and_refusals():
         dma_width(2048)
     with pytest.raises(BoardFlowError, match="input frame of 12290 bytes is not a multiple of 12"):
         vivado_tcl(get_board("kv260"), StreamPorts(24, 64, 12290, 8192))
+    assert "PL0_REF_CTRL__FREQMHZ {150}" in vivado_tcl(get_board("kv260"), SLICE_PORTS,
+                                                      clock_mhz=150)
+    with pytest.raises(BoardFlowError, match="600 MHz outside"):
+        vivado_tcl(get_board("zcu104"), SLICE_PORTS, clock_mhz=600)
 
 
 @pytest.fixture(scope="module")
@@ -144,14 +148,15 @@ def test_fake_vivado_gets_the_batch_command(compiled_dir, tmp_path, monkeypatch)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")
     out = tmp_path / "kv260"
     rc = _run(["--board", "kv260", "--build-dir", str(compiled_dir), "--out", str(out),
-               "--no-yosys", "--jobs", "5"])
+               "--no-yosys", "--jobs", "5", "--mhz", "150"])
     assert rc == EXIT_OK
     assert (out / "argv.txt").read_text().split("\n")[:-1] == [
         "-mode", "batch", "-nojournal", "-log", "vivado.log", "-source", "build.tcl",
         "-tclargs", "5"]
     assert (out / "cwd.txt").read_text().strip() == str(out)
     tcl = (out / "build.tcl").read_text()
-    assert "-part xck26-sfvc784-2LV-c" in tcl and "PL0_REF_CTRL__FREQMHZ {200}" in tcl
+    assert "-part xck26-sfvc784-2LV-c" in tcl and "PL0_REF_CTRL__FREQMHZ {150}" in tcl
+    assert json.loads((out / "deploy" / "accel.json").read_text())["clock_mhz"] == 150.0
 
 
 STUB_TCL = r"""

@@ -79,9 +79,9 @@ def _store_item(board_part: str) -> str:
     return f"{parts[0]}:xilinx_board_store:{parts[1]}:{parts[3]}"
 
 
-def _ps_tcl(board: Board) -> tuple[str, dict]:
+def _ps_tcl(board: Board, clock_mhz: float) -> tuple[str, dict]:
     """Tcl creating and configuring the PS, and the pin names the rest of the design uses."""
-    mhz = f"{board.fabric_mhz:g}"
+    mhz = f"{clock_mhz:g}"
     if board.ps == "zynq7":
         tcl = f"""\
 set ps [create_bd_cell -type ip -vlnv xilinx.com:ip:processing_system7:5.5 ps]
@@ -120,25 +120,28 @@ set_property -dict [list \\
 
 
 def vivado_tcl(board: Board, ports: StreamPorts, *, verilog_name: str = f"{TOP_MODULE}.v",
-               jobs: int = 4) -> str:
+               jobs: int = 4, clock_mhz: float | None = None) -> str:
     """The Vivado batch script for ``board`` (paths relative to the script's own folder:
     ``<verilog_name>`` beside it, project in ``vivado/``, outputs into ``deploy/``).
 
     Args:
         ports: the accelerator's stream widths and frame sizes.
         jobs: parallel jobs for ``launch_runs``.
+        clock_mhz: fabric clock (PS FCLK0 / PL0) in MHz; default the board's ``fabric_mhz``.
 
     Raises:
-        BoardFlowError: a stream width the DMA cannot take, or frames that do not fill whole
-            beats across a width converter.
+        BoardFlowError: a stream width the DMA cannot take, frames that do not fill whole
+            beats across a width converter, or a clock outside 10..500 MHz.
     """
     if jobs < 1:
         raise BoardFlowError(f"jobs must be >= 1, got {jobs}")
+    mhz = float(clock_mhz or board.fabric_mhz)
+    if not 10.0 <= mhz <= 500.0:  # PS PL clock range (TRM UG585 / UG1085)
+        raise BoardFlowError(f"fabric clock {mhz:g} MHz outside the PS's 10..500 MHz range")
     mm2s, s2mm = dma_width(ports.in_width), dma_width(ports.out_width)
     _check_frames("input", ports.in_width, ports.in_frame_bytes)
     _check_frames("output", ports.out_width, ports.out_frame_bytes)
-    ps_tcl, pins = _ps_tcl(board)
-    mhz = board.fabric_mhz
+    ps_tcl, pins = _ps_tcl(board, mhz)
 
     def conv(name, s_bytes, m_bytes):
         return (f"set {name} [create_bd_cell -type ip -vlnv "
