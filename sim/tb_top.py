@@ -66,8 +66,9 @@ def diagnose_stall(dut, probes: list[dict]) -> str:
         stuffed = [p["tensor"] for p, f, s in ins if f]
         if waiting and stuffed:
             lines.append(f"  layer {layer} waits on {', '.join(waiting)} while "
-                         f"{', '.join('fifo_' + t for t in stuffed)} is full: the path into "
-                         f"{', '.join(waiting)} needs more buffering (size FIFOs by simulation)")
+                         f"{', '.join('fifo_' + t for t in stuffed)} is full: the path "
+                         f"ending in {', '.join('fifo_' + t for t in stuffed)} needs deeper FIFOs "
+                         f"(size FIFOs by simulation)")
     return "\n".join(lines) or "  every FIFO neither full nor starved (a layer stopped by itself)"
 
 
@@ -111,6 +112,9 @@ async def stream_frames(dut):
             if watchdog and cycle - last_move > watchdog and marks["stalled"] is None:
                 marks["stalled"] = (f"watchdog: no AXI-Stream beat for {watchdog} cycles at "
                                     f"cycle {cycle}\n" + diagnose_stall(dut, probes))
+                # the caller reports this text itself (cocotb's failure only names the log)
+                with open(cfg["result_path"] + ".stall", "w") as f:
+                    f.write(marks["stalled"])
                 return
             if cycle > cfg["timeout_cycles"]:
                 return

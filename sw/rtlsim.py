@@ -111,6 +111,9 @@ def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
                        build_root=build_root)
         except AssertionError as exc:
             failure = exc
+        stall_path = result_path + ".stall"
+        if os.path.exists(stall_path):
+            raise AssertionError(f"{Path(stall_path).read_text()}\n({failure})")
         if not os.path.exists(result_path):
             raise failure or AssertionError("RTL simulation produced no result")
         results = json.loads(Path(result_path).read_text())
