@@ -54,7 +54,7 @@ def _sources_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def export_config(name: str, onnx_dir: Path, dynamo: bool = False, force: bool = False) -> tuple[Path, float]:
+def export_config(name: str, onnx_dir: Path, dynamo: bool = True, force: bool = False) -> tuple[Path, float]:
     """QONNX export of config ``name`` into ``onnx_dir`` (cached).
 
     Returns:
@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO_ROOT / "build" / "estimates"))
     p.add_argument("--configs", nargs="+", default=None, help="configs (default: slice + all CONFIGS)")
     p.add_argument("--boards", nargs="+", default=list(BOARD_ORDER))
-    p.add_argument("--dynamo", action="store_true", help="export with the dynamo exporter "
-                   "(default: TorchScript, faster here)")
+    p.add_argument("--torchscript", action="store_true", help="export with the TorchScript exporter "
+                   "(dynamo=False); default: Brevitas' dynamo exporter (measured faster here: 85-89 s "
+                   "vs 128-170 s for the small detector; both lower to the same graph)")
     p.add_argument("--force-export", action="store_true", help="ignore the ONNX cache")
     args = p.parse_args(argv)
 
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(configs) * (len(boards) + 2), unit="step", file=sys.stderr)
     for name in configs:
         bar.set_description(f"{name}: export")
-        onnx, dt = export_config(name, out / "onnx", dynamo=args.dynamo, force=args.force_export)
+        onnx, dt = export_config(name, out / "onnx", dynamo=not args.torchscript, force=args.force_export)
         bar.update(1)
         bar.set_description(f"{name}: lower")
         t0 = time.time()
