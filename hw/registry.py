@@ -55,6 +55,10 @@ def build_layer(graph: HWGraph, layer: HWLayer):
                                     bits=a["bits"], signed=a["signed"])
     lanes, bits, sgn = t_in.lanes, t_in.bits, t_in.signed
     if layer.op == "MaxPool":
+        if sgn:
+            # the window generator pads with 0, which would win over negative values
+            raise ValueError(f"layer {layer.name}: MaxPool needs an unsigned (post-ReLU) input, "
+                             f"got int{bits}")
         return MaxPool(kernel=a["kernel"], channels=a["channels"], lanes=lanes, bits=bits,
                        signed=sgn)
     if layer.op == "Upsample":

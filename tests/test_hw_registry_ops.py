@@ -32,6 +32,9 @@ def test_maxpool_entry():
     assert isinstance(comp, MaxPool) and (comp.lanes, comp.taps, comp.folds) == (4, 9, 2)
     assert layer_ports(layer, comp) == ([comp.i], [comp.o])
     assert expected_layer_cycles(g, layer, comp) == 16 * 9 * 2 + 1
+    win.signed = True
+    with pytest.raises(ValueError, match="mp: MaxPool needs an unsigned"):
+        build_layer(g, layer)
 
 
 def test_upsample_entry():
