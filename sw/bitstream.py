@@ -263,8 +263,8 @@ def cmd_bitstream(args) -> int:
               f"{'' if args.no_yosys else 'resources.md/json, '}deploy/)\n"
               f"      on a machine with Vivado 2023.x (and the {board.name} board files): "
               f"cd {out} && {cmd}\n"
-              f"      then copy {out}/deploy/ to the board and run "
-              f"`python3 deflow_demo.py --images <folder>` there", file=sys.stderr)
+              f"      then copy {out}/deploy/ to the board and run there "
+              f"`sudo -E python3 deflow_demo.py --images <folder>`", file=sys.stderr)
         return EXIT_NO_VIVADO
     say(f"[3/3] vivado batch build in {out} (log vivado.log)")
     rc = run_vivado(out, args.jobs, timeout_s=args.vivado_timeout)
@@ -277,6 +277,7 @@ def cmd_bitstream(args) -> int:
 
 
 def main(argv=None) -> int:
+    """``python -m sw.bitstream --board B ...``: the subcommand without sw/cli.py."""
     p = argparse.ArgumentParser(prog="deflow-bitstream")
     sub = p.add_subparsers(dest="cmd", required=True)
     add_bitstream_parser(sub)

@@ -77,6 +77,7 @@ class StreamSpec:
 
     @property
     def value_bytes(self) -> int:
+        """Bytes per value on the stream: ``ceil(bits / 8)``."""
         return math.ceil(self.bits / 8)
 
     @property
@@ -86,6 +87,7 @@ class StreamSpec:
 
     @property
     def beat_bytes(self) -> int:
+        """Bytes per AXI-Stream beat of the accelerator port (``lanes * value_bytes``)."""
         return self.lanes * self.value_bytes
 
 
@@ -112,10 +114,12 @@ class AcceleratorSpec:
     output_scale: float | None = None
 
     def to_json(self) -> str:
+        """The spec as the JSON text of ``accel.json``."""
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "AcceleratorSpec":
+        """Inverse of :meth:`to_json`."""
         d = json.loads(text)
         return cls(input=StreamSpec(**(d["input"] | {"shape": tuple(d["input"]["shape"])})),
                    output=StreamSpec(**(d["output"] | {"shape": tuple(d["output"]["shape"])})),
@@ -354,6 +358,7 @@ class SimBackend:
         """Nothing to do: every simulation starts from reset."""
 
     def close(self) -> None:
+        """Drop the elaborated design (the Verilator build stays cached on disk)."""
         self._system = None
 
 
@@ -478,12 +483,15 @@ class PynqBackend:
             outbuf.freebuffer()
 
     def read_registers(self) -> dict[str, int]:
+        """Every register of the map, read now over AXI4-Lite (MMIO)."""
         return {k: self.mmio.read(off) for k, off in self.registers.items()}
 
     def clear_counters(self) -> None:
+        """Write CTRL.CLEAR: counters and sticky error bits to zero."""
         self.mmio.write(self.registers["CTRL"], CTRL_CLEAR)
 
     def close(self) -> None:
+        """Forget the overlay (the PL keeps its configuration)."""
         self.overlay = None
 
 
@@ -508,9 +516,11 @@ class AcceleratorDriver:
 
     @property
     def spec(self) -> AcceleratorSpec:
+        """The backend's :class:`AcceleratorSpec` (stream shapes, clock, registers)."""
         return self.backend.spec
 
     def load(self) -> "AcceleratorDriver":
+        """Load the backend (program the PL, or elaborate the RTL); returns ``self``."""
         self.backend.load()
         return self
 
@@ -573,4 +583,5 @@ class AcceleratorDriver:
         return decode_registers(self.backend.read_registers())
 
     def close(self) -> None:
+        """Release the backend."""
         self.backend.close()

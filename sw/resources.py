@@ -69,6 +69,7 @@ class Resources:
 
     @property
     def BRAM36_eq(self) -> float:
+        """Block RAM in BRAM36 units (two RAMB18 share one RAMB36 site)."""
         return self.BRAM36 + self.BRAM18 / 2
 
 
