@@ -39,7 +39,7 @@ def build_layer(graph: HWGraph, layer: HWLayer):
         return MVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
                     simd=layer.folding["SIMD"], in_bits=t_in.bits, in_signed=t_in.signed,
                     weight_bits=a["weight_bits"], acc_bits=t_out.bits,
-                    mult_style=a.get("mult_style", "lut"))
+                    mult_style=layer.folding.get("resType", "lut"))  # FINN's name
     if layer.op == "VVAU":
         return VVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
                     kernel_elems=a["kernel_elems"], in_bits=t_in.bits, in_signed=t_in.signed,

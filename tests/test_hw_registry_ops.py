@@ -14,6 +14,12 @@ from sw.hwgraph import HWGraph, HWLayer, TensorInfo
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 
+def build(graph, layer):
+    comp = build_layer(graph, layer)
+    comp._MustUse__silence = True  # built for its attributes only, never elaborated
+    return comp
+
+
 def graph_of(layer, tensors):
     ts = {t.name: t for t in tensors}
     return HWGraph(layers=[layer], tensors=ts, input=layer.inputs[0], output=layer.outputs[0])
@@ -28,7 +34,7 @@ def test_maxpool_entry():
                      lanes=4)
     layer = HWLayer("mp", "MaxPool", ["w"], ["y"], attrs={"kernel": 3, "channels": 8})
     g = graph_of(layer, [win, feat("y", (4, 4, 8), 4)])
-    comp = build_layer(g, layer)
+    comp = build(g, layer)
     assert isinstance(comp, MaxPool) and (comp.lanes, comp.taps, comp.folds) == (4, 9, 2)
     assert layer_ports(layer, comp) == ([comp.i], [comp.o])
     assert expected_layer_cycles(g, layer, comp) == 16 * 9 * 2 + 1
@@ -41,7 +47,7 @@ def test_upsample_entry():
     layer = HWLayer("up", "Upsample", ["x"], ["y"],
                     attrs={"factor": 2, "ifm_dim": [4, 5], "channels": 8})
     g = graph_of(layer, [feat("x", (4, 5, 8), 2, signed=True), feat("y", (8, 10, 8), 2, signed=True)])
-    comp = build_layer(g, layer)
+    comp = build(g, layer)
     assert isinstance(comp, Upsample) and comp.is_signed
     assert expected_layer_cycles(g, layer, comp) == 8 * 10 * 4 + 5 * 4 + 1
 
@@ -49,14 +55,14 @@ def test_upsample_entry():
 def test_concat_and_split_entries():
     cat = HWLayer("cat", "Concat", ["a", "b"], ["y"], attrs={"channels": [4, 8]})
     g = graph_of(cat, [feat("a", (3, 3, 4), 2), feat("b", (3, 3, 8), 2), feat("y", (3, 3, 12), 2)])
-    comp = build_layer(g, cat)
+    comp = build(g, cat)
     assert isinstance(comp, Concat)
     assert layer_ports(cat, comp) == ([comp.i0, comp.i1], [comp.o])
     assert expected_layer_cycles(g, cat, comp) == 9 * 6
 
     split = HWLayer("sp", "ChannelSplit", ["x"], ["a", "b"], attrs={"sizes": [4, 8]})
     g = graph_of(split, [feat("x", (3, 3, 12), 4), feat("a", (3, 3, 4), 4), feat("b", (3, 3, 8), 4)])
-    comp = build_layer(g, split)
+    comp = build(g, split)
     assert isinstance(comp, ChannelSplit)
     assert layer_ports(split, comp) == ([comp.i], [comp.o0, comp.o1])
     # pixels of the first output times all input beats per pixel
@@ -66,28 +72,28 @@ def test_concat_and_split_entries():
 def test_shuffle_and_add_entries():
     sh = HWLayer("sh", "ChannelShuffle", ["x"], ["y"], attrs={"groups": 2, "channels": 8})
     g = graph_of(sh, [feat("x", (2, 3, 8), 2), feat("y", (2, 3, 8), 2)])
-    comp = build_layer(g, sh)
+    comp = build(g, sh)
     assert isinstance(comp, ChannelShuffle)
     assert expected_layer_cycles(g, sh, comp) == 6 * 4 + 4
 
     add = HWLayer("add", "Add", ["a", "b"], ["y"], attrs={"out_bits": 8})
     g = graph_of(add, [feat("a", (2, 3, 8), 4, signed=True), feat("b", (2, 3, 8), 4, signed=True),
                        feat("y", (2, 3, 8), 4, signed=True)])
-    comp = build_layer(g, add)
+    comp = build(g, add)
     assert isinstance(comp, Add) and comp.out_signed and comp.out_bits == 8
     assert layer_ports(add, comp) == ([comp.i0, comp.i1], [comp.o])
     assert expected_layer_cycles(g, add) == 6 * 2 + 2
 
 
-def test_mvau_mult_style_attr():
+def test_mvau_res_type_folding():
     import numpy as np
 
     w = np.ones((4, 8), dtype=np.int64)
     layer = HWLayer("fc", "MVAU", ["x"], ["acc"], attrs={"mh": 4, "mw": 8, "pixels": 9,
-                                                          "weight_bits": 4, "mult_style": "dsp"},
-                    params={"weights": w}, folding={"PE": 2, "SIMD": 4})
+                                                          "weight_bits": 4},
+                    params={"weights": w}, folding={"PE": 2, "SIMD": 4, "resType": "dsp"})
     g = graph_of(layer, [feat("x", (3, 3, 8), 4), feat("acc", (3, 3, 4), 2, bits=12, signed=True)])
-    comp = build_layer(g, layer)
+    comp = build(g, layer)
     assert comp.mult_style == "dsp" and comp.multipliers == 4
-    del layer.attrs["mult_style"]  # default: plain products
-    assert build_layer(g, layer).mult_style == "lut"
+    del layer.folding["resType"]  # default: plain products
+    assert build(g, layer).mult_style == "lut"
