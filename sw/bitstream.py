@@ -111,9 +111,36 @@ def load_graph(model: str | None = None, folding: str | None = None,
     return apply_folding(graph, load_folding(fold))
 
 
+def load_fifo_depths(build_dir: str | None = None, path: str | None = None) -> dict | None:
+    """FIFO depths for the accelerator: ``path`` (``--fifo-depths``), else the build dir's
+    ``fifo_depths.json`` (written by ``deflow compile``) when present, else None (the
+    accelerator's defaults). Read with :func:`sw.fifosizing.load_depths`.
+
+    Raises:
+        BitstreamError: ``path`` missing or not a JSON object of positive integers.
+    """
+    import json
+
+    from sw.fifosizing import load_depths
+
+    if path is None and build_dir:
+        cand = Path(build_dir) / "fifo_depths.json"
+        if not cand.exists() or json.loads(cand.read_text()) is None:
+            return None
+        path = str(cand)
+    if path is None:
+        return None
+    if not Path(path).exists():
+        raise BitstreamError(f"--fifo-depths {path}: no such file")
+    try:
+        return load_depths(Path(path))
+    except ValueError as exc:
+        raise BitstreamError(str(exc)) from exc
+
+
 def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = True,
             yosys_timeout_s: float = 3600, clock_mhz: float | None = None,
-            progress=say) -> dict:
+            fifo_depths: dict | None = None, progress=say) -> dict:
     """Write Verilog, Tcl, the resource report and the deploy folder into ``out`` (replaced
     whole, atomically).
 
@@ -134,7 +161,7 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
     from sw.hwgraph import write_text_atomic
 
     board = get_board(board_name)
-    system = AcceleratorSystem(graph)
+    system = AcceleratorSystem(graph, fifo_depths)
     mhz = float(clock_mhz or board.fabric_mhz)
     spec = AcceleratorSpec.from_graph(graph, mhz)
     ports = StreamPorts(system.in_width, system.out_width, spec.input.frame_bytes,
@@ -215,6 +242,8 @@ def add_bitstream_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"QONNX .onnx or a built-in model ({', '.join(MODELS)}; default {DEFAULT_MODEL})")
     b.add_argument("--folding", default=None, help="FINN-format folding JSON (default: the model's)")
     b.add_argument("--build-dir", default=None, help="a `deflow compile` output folder instead of --model")
+    b.add_argument("--fifo-depths", default=None,
+                   help="FIFO depths JSON (default: the build dir's fifo_depths.json if any)")
     b.add_argument("--out", default=None, help="output folder (default build/bitstream/<board>; replaced whole)")
     b.add_argument("--mhz", type=float, default=None,
                    help="fabric clock in MHz (default: the board's, sw/boards.py)")
@@ -240,10 +269,12 @@ def cmd_bitstream(args) -> int:
         out = Path(args.out or REPO_ROOT / "build" / "bitstream" / board.name)
         say("[1/3] model -> folded hardware graph")
         graph = load_graph(args.model, args.folding, args.build_dir)
+        depths = load_fifo_depths(args.build_dir, args.fifo_depths)
         say(f"[2/3] {board.name} ({board.part}, {board.ps}, {args.mhz or board.fabric_mhz:g} MHz): "
               f"Verilog, Vivado Tcl{'' if args.no_yosys else ', Yosys estimate'} -> {out}")
         res = prepare(board.name, graph, out, jobs=args.jobs, yosys=not args.no_yosys,
-                      yosys_timeout_s=args.yosys_timeout, clock_mhz=args.mhz)
+                      yosys_timeout_s=args.yosys_timeout, clock_mhz=args.mhz,
+                      fifo_depths=depths)
     except (BoardError, BitstreamError, BoardFlowError, FileNotFoundError) as exc:
         print(f"deflow bitstream: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

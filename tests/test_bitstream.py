@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from hw.boards import BoardFlowError, StreamPorts, dma_width, vivado_tcl
-from sw.bitstream import (EXIT_BAD_INPUT, EXIT_NO_VIVADO, EXIT_OK, add_bitstream_parser,
-                          vivado_command)
+from sw.bitstream import (EXIT_BAD_INPUT, EXIT_NO_VIVADO, EXIT_OK, BitstreamError,
+                          add_bitstream_parser, load_fifo_depths, vivado_command)
 from sw.boards import BOARDS, get_board
 
 SLICE_PORTS = StreamPorts(in_width=24, out_width=64, in_frame_bytes=64 * 64 * 3,
@@ -92,6 +92,22 @@ def test_bad_input_is_refused(tmp_path, capsys):
     assert _run(["--board", "kv260", "--build-dir", str(tmp_path)]) == EXIT_BAD_INPUT
     assert "no hw_graph.json" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_fifo_depths_follow_the_build_dir(tmp_path):
+    assert load_fifo_depths(str(tmp_path)) is None  # none written: accelerator defaults
+    (tmp_path / "fifo_depths.json").write_text("null")
+    assert load_fifo_depths(str(tmp_path)) is None
+    (tmp_path / "fifo_depths.json").write_text('{"t1": 8, "t2": 64}')
+    assert load_fifo_depths(str(tmp_path)) == {"t1": 8, "t2": 64}
+    other = tmp_path / "other.json"
+    other.write_text('{"t1": 16}')
+    assert load_fifo_depths(str(tmp_path), str(other)) == {"t1": 16}  # the option wins
+    other.write_text('{"t1": 0}')
+    with pytest.raises(BitstreamError, match="positive integers"):
+        load_fifo_depths(None, str(other))
+    with pytest.raises(BitstreamError, match="no such file"):
+        load_fifo_depths(None, str(tmp_path / "missing.json"))
 
 
 def _load_demo(deploy):
