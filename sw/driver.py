@@ -258,8 +258,9 @@ class SimBackend:
 
     Args:
         source: a folded ``sw.hwgraph.HWGraph``, or a folder written by ``deflow compile``
-            (``hw_graph.json``).
-        fifo_depths: passed to the accelerator.
+            (``hw_graph.json``, and ``fifo_depths.json`` when present).
+        fifo_depths: passed to the accelerator (default: the compiled folder's, else the
+            accelerator's own).
         clock_mhz: clock to convert cycles to fps (default 200 MHz, the UltraScale+ boards').
         cycle_limit: most cycles to wait for each output frame (after the previous one) before
             :class:`AcceleratorTimeout`; default ``4 * II + 10000`` from the compiler's
@@ -283,6 +284,11 @@ class SimBackend:
                 raise FileNotFoundError(f"{gpath} not found: give a folded HWGraph or a folder "
                                         f"written by `deflow compile`")
             source = HWGraph.load(gpath)
+            dpath = gpath.with_name("fifo_depths.json")
+            if fifo_depths is None and dpath.exists() and json.loads(dpath.read_text()) is not None:
+                from sw.fifosizing import load_depths
+
+                fifo_depths = load_depths(dpath)  # the compiled design's FIFOs
         if not isinstance(source, HWGraph):
             raise TypeError(f"SimBackend needs an HWGraph or a compiled folder, got {type(source)}")
         for name, p in (("backpressure", backpressure), ("stall", stall)):

@@ -117,3 +117,17 @@ def test_pynq_backend_refuses_off_board(tmp_path, slice_graph):
         (tmp_path / "deflow.hwh").unlink()
         PynqBackend(tmp_path / "deflow.bit").load()
     assert json.loads(spec.to_json())["registers"]["LAST_FRAME_CYCLES"] == 0x14
+
+
+def test_sim_backend_reads_a_compiled_folder_and_refuses_bad_arguments(tmp_path, slice_graph):
+    slice_graph.save(tmp_path / "hw_graph.json")
+    tensor = slice_graph.layers[0].outputs[0]
+    (tmp_path / "fifo_depths.json").write_text(json.dumps({tensor: 16}))
+    b = SimBackend(tmp_path)
+    assert b.fifo_depths == {tensor: 16}
+    assert b.spec == AcceleratorSpec.from_graph(slice_graph, 200.0)
+    assert b.cycle_limit == 4 * b.spec.ii_cycles + 10_000
+    with pytest.raises(FileNotFoundError, match="deflow compile"):
+        SimBackend(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="backpressure must be a probability"):
+        SimBackend(slice_graph, backpressure=1.5)
