@@ -26,7 +26,9 @@ def test_ports_are_named_for_vivado_inference(slice_graph):
     assert {"ap_clk", "ap_rst_n", "s_axis_tdata", "s_axis_tlast", "m_axis_tlast",
             "s_axi_control_awaddr", "s_axi_control_rresp"} <= names
     assert not {"clk", "rst"} & names
-    assert sys.in_width == 24 and sys.out_width == 64  # 3 x uint8 lanes in, 8 x int8 out
+    tin, tout = slice_graph.tensors[slice_graph.input], slice_graph.tensors[slice_graph.output]
+    assert (tin.bits, tout.bits) == (8, 8)  # uint8 pixels in, int8 head out: one byte a lane
+    assert (sys.in_width, sys.out_width) == (8 * tin.lanes, 8 * tout.lanes)
     assert sys.ap_rst_n.attrs["X_INTERFACE_PARAMETER"] == "POLARITY ACTIVE_LOW"
     assert graph_hash(slice_graph) == sys.graph_hash != 0
 
