@@ -1,0 +1,163 @@
+"""Detector family: configs, shapes, MAC counts, graph forms of the export, checkpoints."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+from torch import nn
+
+from models.detector import (CONFIGS, DECODER_FORMS, CheckpointError, build_detector,
+                             channel_shuffle, count_macs, load_checkpoint, save_checkpoint,
+                             split_heads)
+
+# ops the compiler lowers (docs/detector_contract.md section 1)
+CONTRACT_OPS = {"Quant", "Conv", "BatchNormalization", "Relu", "MaxPool", "Split", "Slice",
+                "Concat", "Reshape", "Transpose", "Resize", "DeformableSample"}
+
+
+@pytest.fixture(scope="module")
+def small_q():
+    torch.manual_seed(0)
+    m = build_detector("small")
+    m.train()
+    with torch.no_grad():  # let the activation scales see real-range data once
+        m(torch.rand(2, 3, 128, 128) * 255)
+    return m.eval()
+
+
+def test_configs_and_mac_counts():
+    assert {"codenet256-s4", "codenet256", "codenet512", "small"} <= set(CONFIGS)
+    assert {"codenet256-0.5x", "codenet256-s4-0.5x", "codenet512-0.5x"} <= set(CONFIGS)
+    small = build_detector("small", quant=False)
+    # exact: stem 5x5/s4 + 3 ShuffleNetV2 0.5x stages (2, 4, 2 units) + decoder 64/64/48 + head
+    assert count_macs(small) == 9_055_744
+    assert count_macs(small) <= 20_000_000
+    assert count_macs(build_detector("codenet256", quant=False)) == 190_256_640
+
+
+def test_small_forward_shapes_float_and_quant(small_q):
+    x = torch.rand(2, 3, 128, 128) * 255
+    fl = build_detector("small", quant=False)
+    assert fl(x).shape == (2, 24, 32, 32)
+    assert not any("brevitas" in type(m).__module__ for m in fl.modules())
+    out = small_q(x)
+    assert out.shape == (2, 24, 32, 32)
+    heat, wh, reg = split_heads(out)
+    assert heat.shape == (2, 20, 32, 32) and wh.shape == reg.shape == (2, 2, 32, 32)
+    # per-channel int8 output quant: every channel is an integer multiple of its own scale
+    scale = small_q.out_q.act_quant.scale().reshape(1, 24, 1, 1)
+    q = out / scale
+    assert torch.allclose(q, q.round(), atol=1e-3) and q.abs().max() <= 128
+    assert len(torch.unique(scale)) == 24
+    with pytest.raises(ValueError, match="24"):
+        split_heads(out[:, :20])
+
+
+@pytest.mark.parametrize("form", DECODER_FORMS)
+def test_decoder_forms_build_and_run(form):
+    torch.manual_seed(0)
+    m = build_detector("small", quant=False, decoder_form=form).eval()
+    with torch.no_grad():
+        assert m(torch.rand(1, 3, 128, 128) * 255).shape == (1, 24, 32, 32)
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(ValueError, match="unknown detector config 'tiny'"):
+        build_detector("tiny")
+    with pytest.raises(ValueError, match="unknown decoder_form 'dcnv2'"):
+        build_detector("small", decoder_form="dcnv2")
+
+
+def test_channel_shuffle_matches_contract():
+    x = torch.arange(8.0).reshape(1, 8, 1, 1)
+    # out[k*g + j] = in[j*(C/g) + k], g = 2
+    assert channel_shuffle(x).flatten().tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
+
+
+def test_concat_inputs_share_one_quantizer(small_q):
+    """Each ShuffleNetV2 unit's concat inputs come from the same QuantReLU instance."""
+    from models.detector import ShuffleUnit
+
+    seen = collections.Counter()
+    hooks = []
+    for unit in (m for m in small_q.modules() if isinstance(m, ShuffleUnit)):
+        hooks.append(unit.out_act.register_forward_hook(
+            lambda mod, i, o, u=id(unit): seen.update([u])))
+    with torch.no_grad():
+        small_q(torch.rand(1, 3, 128, 128) * 255)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == 8 and set(seen.values()) == {2}
+
+
+def test_small_qonnx_export_uses_contract_forms(small_q, tmp_path):
+    from models.export import export_qonnx, run_qonnx
+
+    path = tmp_path / "small.onnx"
+    w = export_qonnx(small_q, path, input_shape=(1, 3, 128, 128))
+    ops = collections.Counter(n.op_type for n in w.graph.node)
+    assert set(ops) <= CONTRACT_OPS, set(ops) - CONTRACT_OPS
+    assert ops["DeformableSample"] == 3 and ops["Resize"] == 3 and ops["Concat"] == 8
+    assert ops["Transpose"] == 8  # one channel shuffle per unit
+    x = torch.rand(1, 3, 128, 128).mul(255).round()
+    with torch.no_grad():
+        ref = small_q(x).numpy()
+    got = run_qonnx(path, x)
+    assert got.shape == (1, 24, 32, 32)
+    scale = small_q.out_q.act_quant.scale().reshape(1, 24, 1, 1).numpy()
+    # same int8 codes up to a one-LSB rounding tie (float re-association in the exporter)
+    assert abs((got - ref) / scale).max() <= 1.0 + 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["codenet256-s4", "codenet256", "codenet512",
+                                    "codenet256-0.5x"])
+def test_big_config_exports(config, tmp_path):
+    from models.export import export_qonnx
+
+    torch.manual_seed(0)
+    m = build_detector(config).eval()
+    s = CONFIGS[config].input_size
+    w = export_qonnx(m, tmp_path / "m.onnx", input_shape=(1, 3, s, s))
+    assert {n.op_type for n in w.graph.node} <= CONTRACT_OPS
+    assert w.get_tensor_shape(w.graph.output[0].name) == [1, 24, s // 4, s // 4]
+
+
+def test_checkpoint_round_trip_and_errors(small_q, tmp_path):
+    p = tmp_path / "ck" / "m.pt"
+    save_checkpoint(p, small_q, {"epoch": 3, "metrics": {"voc6_map50": 0.25}})
+    assert [f.name for f in p.parent.iterdir()] == ["m.pt"]  # no temp file left
+    m2, meta = load_checkpoint(p, expect_config="small")
+    assert meta["epoch"] == 3 and meta["config"] == "small" and meta["quant"] is True
+    assert meta["decoder_form"] == "rounded" and meta["metrics"]["voc6_map50"] == 0.25
+    x = torch.rand(1, 3, 128, 128) * 255
+    with torch.no_grad():
+        assert torch.equal(small_q(x), m2(x))
+    with pytest.raises(CheckpointError, match="config='small', expected 'codenet256'"):
+        load_checkpoint(p, expect_config="codenet256")
+    with pytest.raises(CheckpointError, match="decoder_form='rounded', expected 'plain'"):
+        load_checkpoint(p, expect_decoder_form="plain")
+    bad = tmp_path / "trunc.pt"
+    bad.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="not a deflow detector checkpoint"):
+        load_checkpoint(other)
+
+
+def test_shipped_checkpoint_loads():
+    from pathlib import Path
+
+    p = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "small_w4a8.pt"
+    if not p.exists():
+        pytest.skip("no shipped checkpoint in this checkout")
+    assert p.stat().st_size < 5 * 2**20
+    m, meta = load_checkpoint(p, expect_config="small", expect_quant=True,
+                              expect_decoder_form="rounded")
+    assert isinstance(m, nn.Module) and meta["phase"] == "w4a8"
