@@ -23,7 +23,7 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	$(PY) -m sw.cli demo $(DEMO_ARGS)
+	$(PY) -m sw.cli demo --backend $(or $(BACKEND),sim) $(DEMO_ARGS)
 
 train: $(STAMP)
 	$(PY) -m models.train --config $(or $(CONFIG),small) $(TRAIN_ARGS)
@@ -41,4 +41,4 @@ test-all: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build bench/out .pytest_cache

@@ -53,10 +53,23 @@ def _slice_onnx(path: Path) -> None:
     export_qonnx(model, path, input_shape=(1, 3, 64, 64))
 
 
+def _small_onnx(path: Path) -> None:
+    """The committed W4A8 checkpoint of the small detector config, exported to QONNX."""
+    from models.detector import CONFIGS, load_checkpoint
+    from models.export import export_qonnx
+
+    ckpt = REPO_ROOT / "models" / "checkpoints" / "small_w4a8.pt"
+    model, meta = load_checkpoint(ckpt)
+    size = CONFIGS[meta["config"]].input_size
+    export_qonnx(model, path, input_shape=(1, 3, size, size))
+
+
 MODELS = {
     "slice": (_slice_onnx, REPO_ROOT / "sw" / "configs" / "slice_folding.json"),
+    "small": (_small_onnx, None),
 }
-"""Built-in models: name -> (function writing its QONNX file, default folding JSON)."""
+"""Built-in models: name -> (function writing its QONNX file, default folding JSON; None:
+chosen for the board by :func:`sw.autofold.choose_folding`)."""
 
 DEFAULT_MODEL = "slice"
 
@@ -71,7 +84,8 @@ class BitstreamError(ValueError):
 
 
 def load_graph(model: str | None = None, folding: str | None = None,
-               build_dir: str | None = None, progress=say):
+               build_dir: str | None = None, progress=say, board=None,
+               fps: float | None = None, clock_mhz: float | None = None):
     """The folded HWGraph to build: from ``build_dir`` (``hw_graph.json``), or ``model`` (a
     QONNX path or a :data:`MODELS` name, default :data:`DEFAULT_MODEL`) with ``folding``.
 
@@ -93,6 +107,8 @@ def load_graph(model: str | None = None, folding: str | None = None,
     if name in MODELS:
         make, default_folding = MODELS[name]
         fold = Path(folding) if folding else default_folding
+        if fold is None and board is None:
+            raise BitstreamError(f"model {name} has no default folding: give --folding or a board")
         with tempfile.TemporaryDirectory() as tmp:
             onnx = Path(tmp) / f"{name}.onnx"
             progress(f"      exporting the {name} model to QONNX")
@@ -106,6 +122,13 @@ def load_graph(model: str | None = None, folding: str | None = None,
             raise BitstreamError("--model given without --folding")
         fold = Path(folding)
         graph = lower_qonnx(onnx)
+    if fold is None:
+        from sw.autofold import choose_folding
+
+        progress(f"      folding chosen for {board.name}"
+                 + (f" at {fps:g} fps" if fps else " (fastest that fits)"))
+        return apply_folding(graph, choose_folding(graph, board, target_fps=fps,
+                                                   clock_mhz=clock_mhz))
     if not fold.exists():
         raise BitstreamError(f"--folding {fold}: no such file")
     return apply_folding(graph, load_folding(fold))
@@ -240,7 +263,11 @@ def add_bitstream_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--board", required=True, help=f"one of {', '.join(BOARDS)}")
     b.add_argument("--model", default=None,
                    help=f"QONNX .onnx or a built-in model ({', '.join(MODELS)}; default {DEFAULT_MODEL})")
-    b.add_argument("--folding", default=None, help="FINN-format folding JSON (default: the model's)")
+    b.add_argument("--folding", default=None, help="FINN-format folding JSON (default: the "
+                   "model's, or chosen for the board)")
+    b.add_argument("--fps", type=float, default=None,
+                   help="folding target when the folding is chosen for the board "
+                        "(default: the fastest that fits)")
     b.add_argument("--build-dir", default=None, help="a `deflow compile` output folder instead of --model")
     b.add_argument("--fifo-depths", default=None,
                    help="FIFO depths JSON (default: the build dir's fifo_depths.json if any)")
@@ -268,7 +295,8 @@ def cmd_bitstream(args) -> int:
             raise BitstreamError(f"--jobs must be >= 1, got {args.jobs}")
         out = Path(args.out or REPO_ROOT / "build" / "bitstream" / board.name)
         say("[1/3] model -> folded hardware graph")
-        graph = load_graph(args.model, args.folding, args.build_dir)
+        graph = load_graph(args.model, args.folding, args.build_dir, board=board,
+                           fps=args.fps, clock_mhz=args.mhz)
         depths = load_fifo_depths(args.build_dir, args.fifo_depths)
         say(f"[2/3] {board.name} ({board.part}, {board.ps}, {args.mhz or board.fabric_mhz:g} MHz): "
               f"Verilog, Vivado Tcl{'' if args.no_yosys else ', Yosys estimate'} -> {out}")

@@ -128,60 +128,6 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from models.data import SKIMAGE_FALLBACK, find_voc_root, sample_images, voc_ids
-    from models.export import export_qonnx, run_qonnx
-    from models.slice import build_slice_model
-    from sw.estimate import bottleneck, format_table
-    from sw.execute import run_graph
-    from sw.rtlsim import simulate
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    voc = find_voc_root(args.voc)
-    print(f"[1/5] data: {'VOC at ' + str(voc) if voc else 'no VOC folder; scikit-image sample photos'}")
-    calib = sample_images(8, 64, split="train", voc_root=voc)
-    model = build_slice_model(seed=0, calibrate_images=calib)
-    onnx_path = out / "slice.onnx"
-    print(f"[2/5] export: Brevitas W4A8 network -> QONNX {onnx_path}")
-    export_qonnx(model, onnx_path, input_shape=(1, 3, 64, 64))
-
-    print(f"[3/5] compile with folding {args.folding}")
-    res = compile_model(onnx_path, Path(args.folding), out / "compiled")
-    graph, est = res["graph"], res["estimates"]
-    print(format_table(est))
-
-    images = sample_images(args.frames, 64, split="val", voc_root=voc)
-    names = (voc_ids(voc, "val")[: args.frames] if voc else
-             [SKIMAGE_FALLBACK[i % len(SKIMAGE_FALLBACK)] for i in range(args.frames)])
-    print(f"[4/5] golden integer model vs QONNX (Brevitas) execution on {', '.join(names)}")
-    out_info = graph.tensors[graph.output]
-    for img, name in zip(images, names):
-        gold = run_graph(graph, img)[graph.output]
-        ref = run_qonnx(onnx_path, img[None].transpose(0, 3, 1, 2).astype(np.float32))
-        ref_int = np.round(ref[0].transpose(1, 2, 0) / out_info.scale).astype(np.int64)
-        diff = np.abs(gold - ref_int)
-        print(f"      {name}: max |golden - QONNX| = {int(diff.max())} LSB, "
-              f"{100.0 * np.mean(diff == 0):.1f}% of {diff.size} values identical")
-
-    print(f"[5/5] RTL simulation (Verilator) of {args.frames} frame(s)")
-    run = simulate(graph, images, waves=args.waves)
-    bn = bottleneck(est)
-    total = sum(run.mismatches)
-    for name, mism, cyc in zip(names, run.mismatches, run.cycles):
-        print(f"      {name}: {'BIT-EXACT' if mism == 0 else 'MISMATCH'} "
-              f"({mism} of {out_info.values_per_frame} values differ), {cyc} cycles")
-    print(f"cycles per frame: measured {run.cycles[0]} (first frame, incl. pipeline fill)"
-          + (f", {run.cycles[-1]} (steady state)" if len(run.cycles) > 1 else "")
-          + f"; expected initiation interval {bn.cycles} (bottleneck {bn.name})")
-    print(f"Verilog:  {res['verilog']}")
-    wave = run.build_dir / "dump.vcd"
-    print(f"waveform: {wave if wave.exists() else 'not written (run with --waves)'}")
-    print(f"done in {time.time() - t0:.0f} s: {'bit-exact' if total == 0 else f'{total} mismatches'}")
-    return 0 if total == 0 else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     from sw.lower import CompileError
 
@@ -197,20 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--no-verilog", action="store_true", help="skip the Verilog (estimates only)")
     c.add_argument("--out", required=True, help="output folder (replaced whole, only on success)")
     c.set_defaults(func=cmd_compile)
-    d = sub.add_parser("demo", help="the end-to-end slice on real images through RTL simulation")
-    d.add_argument("--voc", default=None, help="VOC folder (default: $DEFLOW_VOC_ROOT or ../shared/data/voc2012-subset)")
-    d.add_argument("--frames", type=int, default=2, help="images to stream through the RTL")
-    d.add_argument("--folding", default=str(DEFAULT_SLICE_FOLDING))
-    d.add_argument("--out", default=str(REPO_ROOT / "build" / "demo"))
-    d.add_argument("--waves", action="store_true", help="write an FST waveform")
-    d.set_defaults(func=cmd_demo)
+    from sw.bitstream import add_bitstream_parser
+    from sw.demo import add_demo_parser
+
+    add_demo_parser(sub)
+    add_bitstream_parser(sub)
     args = p.parse_args(argv)
     try:
         return args.func(args)
     except CompileError as exc:
         print(f"deflow: compile error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        # DemoError, CheckpointError, DataError, BitstreamError, AcceleratorError, ...
         print(f"deflow: error: {exc}", file=sys.stderr)
         return 2
 
