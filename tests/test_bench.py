@@ -1,0 +1,105 @@
+"""sw.bench: a quick benchmark of the slice network (real export, real RTL simulation, no mocks).
+
+The quick run streams two 64x64 VOC val frames through the Verilator-simulated accelerator
+(FIFO sizing run + sized run), so the per-layer rows carry real measured MAC-busy cycles; the
+computed columns are checked against :mod:`sw.estimate` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sw import bench
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    rc = bench.main(["--quick", "--configs", "slice", "--no-accuracy", "--no-yosys", "--out", str(out),
+                     "--onnx-cache", str(out / "onnx")])
+    assert rc == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_outputs_written(quick):
+    out, r = quick
+    for f in ("results.json", "results.md", "fps.png", "layers_slice.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert not list(out.glob("*.tmp*"))
+    md = (out / "results.md").read_text()
+    assert "26.9" in md and "VOC 2007 test" in md and "projected" in md and "measured" in md
+
+
+def test_board_row_is_the_compilers_fastest_folding(quick):
+    from sw.autofold import choose_folding
+    from sw.boards import get_board
+    from sw.estimate import estimate, totals
+    from sw.folding import apply_folding
+    from sw.lower import lower_qonnx
+
+    out, r = quick
+    assert r["quick"] and r["clock_mhz"] == 200.0 and r["configs"] == ["slice"]
+    (row,) = r["boards"]
+    assert (row["config"], row["board"]) == ("slice", "ultra96v2")
+    graph = lower_qonnx(out / "onnx" / "slice.onnx")
+    g = apply_folding(graph, choose_folding(graph, get_board("ultra96v2"), clock_mhz=200.0))
+    t = totals(estimate(g), 200.0)
+    assert row["ii_cycles"] == t["ii_cycles"] and row["bottleneck"] == t["bottleneck"]
+    assert row["fps_projected"] == round(200e6 / t["ii_cycles"], 2)
+    assert row["estimated"]["LUT"]["used"] == t["luts"] and row["estimated"]["DSP"]["available"] == 360
+    assert row["weight_bits"] == t["weight_bits"]
+    assert row["weight_bram18"] + row["buffer_bram18"] == t["bram18"]
+    assert row["yosys"] == {"status": "skipped (--no-yosys)"}
+    assert r["accuracy"] == {"status": "skipped (--no-accuracy)"}
+
+
+def test_rtl_layers_match_estimates_and_measurements(quick):
+    from sw.estimate import bottleneck, estimate
+    from sw.folding import apply_folding
+    from sw.lower import lower_qonnx
+
+    out, r = quick
+    s = r["rtl"]["slice"]
+    g = apply_folding(lower_qonnx(out / "onnx" / "slice.onnx"), s["folding"])
+    est = estimate(g)
+    assert s["expected_ii"] == bottleneck(est).cycles
+    m = s["measured"]
+    assert m["bit_exact"] and m["mismatches"] == [0, 0, 0] and len(m["cycles_per_frame"]) == 3
+    assert m["steady_frame"] == 1 and m["frame_interval"] == m["cycles_per_frame"][1] > 0
+    # the pipeline cannot beat its slowest layer's stall-free MAC count
+    assert m["frame_interval"] >= max(l["ideal_cycles"] or 0 for l in s["layers"])
+    assert [l["name"] for l in s["layers"]] == [e.name for e in est]
+    compute = 0
+    for l, e, layer in zip(s["layers"], est, g.layers):
+        assert l["expected_cycles"] == e.cycles and l["macs"] == e.macs
+        if e.op in ("MVAU", "VVAU"):
+            compute += 1
+            lanes = layer.folding.get("PE", 1) * layer.folding.get("SIMD", 1)
+            assert l["ideal_cycles"] == e.macs // lanes and e.macs % lanes == 0
+            assert l["rtl_busy_cycles"] == m["mac_busy"][e.name]
+            assert 0 < l["rtl_busy_cycles"] <= m["frame_interval"]
+            assert l["utilisation"] == round(l["rtl_busy_cycles"] / m["frame_interval"], 4)
+            # one MAC step per busy cycle: the run's frame intervals are contiguous and hold
+            # all the work, so the busy cycles over all frames are exactly frames * MACs/(PE*SIMD)
+            assert sum(f[e.name] for f in m["mac_busy_per_frame"]) == 3 * l["ideal_cycles"]
+        else:
+            assert l["ideal_cycles"] is None and l["rtl_busy_cycles"] is None
+    assert compute >= 3
+    t = r["tools"]["slice"]
+    assert t["rtl_sim_cycles_per_s"] > 0 and t["verilator_build_s"] >= 0
+
+
+def test_target_check_names_the_limiting_layer():
+    row = {"config": "codenet256", "board": "ultra96v2", "fits": True, "fps_projected": 100.0,
+           "ii_cycles": 2_000_000, "bottleneck": "MVAU_7", "yosys": {"status": "timed out after 900 s"}}
+    t = bench.target_check({"boards": [row]})
+    assert t["status"].startswith("not met: 100.0 fps projected < 135; limited by layer MVAU_7")
+    assert "estimates" in t["fits_by"]
+    row |= {"fps_projected": 150.0, "yosys": {"status": "ok", "utilisation": {
+        "LUT": {"used": 80_000, "available": 70_560}, "DSP": {"used": 1, "available": 360},
+        "BRAM36": {"used": 1, "available": 216}}}}
+    t = bench.target_check({"boards": [row]})
+    assert t["status"].endswith("does not fit") and t["fits_by"] == "by Yosys"
+    assert bench.target_check({"boards": []})["status"].startswith("not evaluated")
