@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-images", type=int, default=None, help="images for float/W4A8 mAP "
                    f"(default {FULL_VAL_IMAGES}, --quick {QUICK_VAL_IMAGES})")
     p.add_argument("--golden-images", type=int, default=None, help="images for the golden-model "
-                   f"mAP (default: as --val-images)")
+                   "mAP (default: as --val-images; the golden model takes seconds per image)")
     p.add_argument("--checkpoint", default=str(REPO_ROOT / "models" / "checkpoints" / "small_w4a8.pt"))
     p.add_argument("--float-checkpoint", default=str(REPO_ROOT / "models" / "checkpoints" / "small_float.pt"))
     p.add_argument("--no-accuracy", action="store_true")
@@ -552,18 +552,21 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(1)
             write_results(R, out)
     plot_fps(R, out / "fps.png")
-    # 2. accuracy (small config checkpoints)
-    if not a.no_accuracy:
+    def accuracy_pass():
+        if a.no_accuracy:
+            R["accuracy"] = {"status": "skipped (--no-accuracy)"}
+            return
         bar.set_description("accuracy")
+        fl = Path(a.float_checkpoint)
+        if not fl.exists() and (REPO_ROOT / "runs" / "main" / "float.pt").exists():
+            fl = REPO_ROOT / "runs" / "main" / "float.pt"  # the training run's float parent
         try:
-            R["accuracy"] = accuracy(Path(a.checkpoint), Path(a.float_checkpoint), n_val, n_golden,
+            R["accuracy"] = accuracy(Path(a.checkpoint), fl, n_val, n_golden,
                                      cache=REPO_ROOT / "build" / "bench_cache")
         except Exception as exc:  # data missing etc.: recorded, the rest of the bench goes on
             R["accuracy"] = {"error": f"{type(exc).__name__}: {exc}"}
         bar.update(1)
         write_results(R, out)
-    else:
-        R["accuracy"] = {"status": "skipped (--no-accuracy)"}
 
     def yosys_pass(names):
         for row in R["boards"]:
@@ -617,10 +620,11 @@ def main(argv: list[str] | None = None) -> int:
             plot_layers(R["rtl"][name], name, out / f"layers_{name}.png")
         bar.update(1)
         write_results(R, out)
-        if i == 0:
-            yosys_pass([name])
-        if i == 0:  # the target design next: its Yosys counts decide the target
-            yosys_pass([TARGET["config"]] if TARGET["config"] != name else [])
+        if i == 0:  # then accuracy, the small design's and the target design's Yosys
+            accuracy_pass()
+            yosys_pass([name, TARGET["config"]])
+    if "accuracy" not in R:
+        accuracy_pass()
     # 4. Yosys on the remaining configs (the slow ones last)
     yosys_pass(configs)
     bar.close()
