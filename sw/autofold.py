@@ -30,8 +30,8 @@ import math
 from pathlib import Path
 
 from sw.boards import Board
-from sw.estimate import analytic_cycles, layer_resources
-from sw.folding import STREAM_OPS, apply_folding, stream_op_channel_counts
+from sw.estimate import MEM_STYLES, analytic_cycles, layer_resources
+from sw.folding import MEMORY_OPS, STREAM_OPS, apply_folding, stream_op_channel_counts
 from sw.hwgraph import HWGraph, HWLayer, write_text_atomic
 from sw.transforms.base import CompileError
 
@@ -51,9 +51,10 @@ def _candidates(graph: HWGraph, layer: HWLayer) -> list[dict]:
         prod = graph.producer(layer.inputs[0])
         if prod is not None and prod.op == "SlidingWindow":
             simds = [s for s in simds if prod.attrs["channels"] % s == 0]
-        top = simds[-1]
-        return ([{"PE": 1, "SIMD": s} for s in simds]
-                + [{"PE": p, "SIMD": top} for p in _divisors(a["mh"])[1:]])
+        pairs = [(p, s) for p in _divisors(a["mh"]) for s in simds]
+        # cycles = MH*MW*pixels/(PE*SIMD): by product, ties to the larger SIMD (FINN raises SIMD first)
+        pairs.sort(key=lambda ps: (ps[0] * ps[1], ps[0]))
+        return [{"PE": p, "SIMD": s} for p, s in pairs]
     if layer.op == "VVAU":
         return [{"PE": p, "SIMD": 1} for p in _divisors(a["channels"])]
     if layer.op in STREAM_OPS:
@@ -147,6 +148,36 @@ def _raise_to(graph: HWGraph, cfg: dict, layer: HWLayer, ok) -> bool:
     return False
 
 
+def _rebalance(per: dict, layers: list[HWLayer], new_res, lim: dict, spend: str, free: str,
+               cost_key=None) -> list[str]:
+    """Greedy exchange of one resource for another (FINN-R's per-layer memory choice).
+
+    While the total of ``free`` is over ``lim[free]``, move layers to their alternative
+    resources (``new_res(layer)``) in order of the least ``spend`` paid per unit of ``free``
+    released, as long as the total of ``spend`` stays within ``lim[spend]``. Updates ``per``.
+
+    Returns:
+        names of the layers moved, in order.
+    """
+    def total(k):
+        return sum(r[k] for r in per.values())
+
+    offers = []
+    for l in layers:
+        trial = new_res(l)
+        freed = per[l.name][free] - trial[free]
+        if freed > 0:
+            offers.append(((trial[spend] - per[l.name][spend]) / freed, l.name, trial))
+    moved = []
+    for _, name, trial in sorted(offers, key=lambda o: o[0]):  # stable: graph order on ties
+        if total(free) <= lim[free]:
+            break
+        if total(spend) - per[name][spend] + trial[spend] <= lim[spend]:
+            per[name] = trial
+            moved.append(name)
+    return moved
+
+
 def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float) -> tuple[bool, str, dict]:
     """Assign resType / ram_style / mem_mode so that ``cfg`` fits ``board`` (module docstring).
 
@@ -157,11 +188,13 @@ def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float) -> tuple[bool, str
     g = apply_folding(graph, cfg)
     lim = {k: int(getattr(board, k) * UTILISATION) for k in ("luts", "dsps", "bram18", "uram")}
     compute = [l for l in g.layers if l.op in ("MVAU", "VVAU")]
+    memories = [l for l in g.layers if l.op in MEMORY_OPS]
     mult = {l.name: "lut" for l in compute}
-    mem = {l.name: "auto" for l in compute}
+    mem = {l.name: "auto" for l in memories}
 
-    def res(l):
-        return layer_resources(g, l, mult.get(l.name, "lut"), mem.get(l.name, "auto"))
+    def res(l, mult_style=None, mem_style=None):
+        return layer_resources(g, l, mult_style or mult.get(l.name, "lut"),
+                               mem_style or mem.get(l.name, "auto"))
 
     per = {l.name: res(l) for l in g.layers}
     dsp_left = lim["dsps"] - sum(r["dsps"] for r in per.values())
@@ -175,25 +208,45 @@ def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float) -> tuple[bool, str
     def total(k):
         return sum(r[k] for r in per.values())
 
+    # LUTs short: shallow (auto -> LUTRAM) memories go to BRAM, most LUTs saved per BRAM18 first
+    for name in _rebalance(per, [l for l in memories if per[l.name]["lutram_luts"]],
+                           lambda l: res(l, mem_style="bram"), lim, "bram18", "luts"):
+        mem[name] = "bram"
     by_weights = sorted(compute, key=lambda l: -per[l.name]["weight_bits"])
     if total("bram18") > lim["bram18"] and lim["uram"] > 0:
         for l in by_weights:
             if total("bram18") <= lim["bram18"]:
                 break
-            trial = layer_resources(g, l, mult[l.name], "uram")
+            trial = res(l, mem_style="uram")
             if per[l.name]["bram18"] and total("uram") + trial["uram"] <= lim["uram"]:
                 mem[l.name] = "uram"
                 per[l.name] = trial
-    for l in by_weights:
+    # BRAM short: memories go to LUTRAM, fewest LUTs per BRAM18 released first (a BRAM18
+    # holding a few hundred bits, e.g. a one-pixel buffer or a narrow Requant table, first)
+    for name in _rebalance(per, [l for l in memories if mem[l.name] != "uram"],
+                           lambda l: res(l, mem_style="lutram"), lim, "luts", "bram18"):
+        mem[name] = "lutram"
+    # still short: external weights, least DRAM traffic per BRAM18 released first (DRAM
+    # bandwidth is the resource spent: MH*MW*W/8 bytes per pixel)
+    def external(l):
+        l.folding["mem_mode"] = "external"
+        try:
+            return res(l)
+        finally:
+            del l.folding["mem_mode"]
+
+    ext = [l for l in compute if l.op == "MVAU" and per[l.name]["bram18"]]
+    for l in sorted(ext, key=lambda l: external(l)["dram_bytes_per_frame"] / per[l.name]["bram18"]):
         if total("bram18") <= lim["bram18"]:
             break
-        if l.op == "MVAU" and per[l.name]["bram18"]:
-            l.folding["mem_mode"] = "external"
-            cfg[l.name]["mem_mode"] = "external"
-            per[l.name] = res(l)
+        l.folding["mem_mode"] = "external"
+        cfg[l.name]["mem_mode"] = "external"
+        per[l.name] = res(l)
     for l in compute:
         cfg[l.name]["resType"] = mult[l.name]
-        cfg[l.name]["ram_style"] = {"auto": "auto", "uram": "ultra"}[mem[l.name]]
+    for l in memories:
+        if l.name in cfg or mem[l.name] != "auto":
+            cfg.setdefault(l.name, {})["ram_style"] = MEM_STYLES[mem[l.name]]
     dram = total("dram_bytes_per_frame") * fps / 1e9
     for k in ("bram18", "uram", "dsps", "luts"):
         if total(k) > lim[k]:

@@ -13,8 +13,9 @@ Models (sources):
 * Memory (weights, line buffers): FINN's BRAM estimation (``MatrixVectorActivation.
   bram_estimation``): a memory of ``depth`` words of ``width`` bits uses BRAM18s by the
   width/depth aspect ratios 16Kx1, 8Kx2, 4Kx4, 2Kx9, 1Kx18, 512x36; a memory of depth <= 128
-  goes to LUTRAM at ``width * ceil(depth/64)`` LUTs (FINN's distributed-RAM term); URAM
-  (4K x 72) where :mod:`sw.autofold` moves it. External weights (FINN's ``mem_mode
+  goes to LUTRAM at ``width * ceil(depth/64)`` LUTs (FINN's distributed-RAM term) under
+  ``ram_style`` auto; ``block`` / ``distributed`` / ``ultra`` (URAM, 4K x 72) force a style,
+  per layer, as :mod:`sw.autofold` chooses (FINN's ``ram_style`` values). External weights (FINN's ``mem_mode
   external``) use no on-chip memory but DRAM bandwidth: the weight stream is replayed for
   every input vector, ``MH*MW*W/8 * pixels`` bytes per frame.
 * Products: ``W``-bit weight x ``A``-bit activation. In LUTs at FINN's (FINN-R, Blott et al.
@@ -126,12 +127,36 @@ def uram_for(depth: int, width: int) -> int:
     return math.ceil(depth / 4096) * math.ceil(width / 72)
 
 
+#: memory styles of :func:`layer_resources` and FINN's ``ram_style`` attribute for each
+MEM_STYLES = {"auto": "auto", "bram": "block", "lutram": "distributed", "uram": "ultra"}
+
+
+def mem_style_of(ram_style: str | None) -> str:
+    """Memory style (``auto|bram|lutram|uram``) of a FINN ``ram_style`` (``auto|block|
+    distributed|ultra``; ``None``: auto)."""
+    if ram_style is None:
+        return "auto"
+    for style, finn in MEM_STYLES.items():
+        if finn == ram_style:
+            return style
+    raise ValueError(f"ram_style must be one of {sorted(MEM_STYLES.values())}, got {ram_style!r}")
+
+
+def lutram_luts_for(depth: int, width: int) -> int:
+    """LUTs of a ``depth`` x ``width``-bit distributed RAM: ``width * ceil(depth/64)`` (FINN's
+    ``lut_estimation`` memory term ``c2``: one 64x1 LUTRAM per bit and 64 words)."""
+    return width * math.ceil(depth / 64) if depth > 0 and width > 0 else 0
+
+
 def _memory(depth: int, width: int, style: str) -> tuple[int, int, int]:
-    """(bram18, uram, lutram_luts) of one memory in ``style`` auto|bram|uram."""
+    """(bram18, uram, lutram_luts) of one memory in ``style`` auto|bram|lutram|uram (auto:
+    LUTRAM when ``depth <= LUTRAM_MAX_DEPTH``, else BRAM, as FINN estimates ``auto``)."""
+    if style not in MEM_STYLES:
+        raise ValueError(f"memory style must be one of {list(MEM_STYLES)}, got {style!r}")
     if style == "uram":
         return 0, uram_for(depth, width), 0
-    if style == "auto" and depth <= LUTRAM_MAX_DEPTH:
-        return 0, 0, width * math.ceil(depth / 64)
+    if style == "lutram" or (style == "auto" and depth <= LUTRAM_MAX_DEPTH):
+        return 0, 0, lutram_luts_for(depth, width)
     return bram18_for(depth, width), 0, 0
 
 
@@ -146,7 +171,10 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
 
     Args:
         mult_style: ``lut`` or ``dsp`` for the MVAU/VVAU products.
-        mem_style: ``auto`` (LUTRAM if shallow, else BRAM), ``bram`` or ``uram`` for weights.
+        mem_style: ``auto`` (LUTRAM if shallow, else BRAM), ``bram``, ``lutram`` or ``uram``
+            for the layer's memory: MVAU/VVAU weights, Requant parameters, or the line /
+            ping-pong buffer of a SlidingWindow, DeformableSampler, Upsample, ChannelShuffle
+            (FINN's ``ram_style`` of MVAU, Thresholding and ConvolutionInputGenerator).
 
     Returns:
         ``{"bram18", "uram", "lutram_luts", "luts", "dsps", "weight_bits", "dram_bytes_per_frame"}``.
@@ -176,7 +204,7 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
         lanes = _lanes_in(graph, layer)
         c = a["channels"]
         r["weight_bits"] = c * (16 + a["acc_bits"] + 16)
-        r["bram18"], r["uram"], r["lutram_luts"] = _memory(c // lanes, lanes * (16 + a["acc_bits"] + 16), "auto")
+        r["bram18"], r["uram"], r["lutram_luts"] = _memory(c // lanes, lanes * (16 + a["acc_bits"] + 16), mem_style)
         r["dsps"] = lanes
         r["luts"] = 50 + lanes * 2 * graph.tensors[layer.outputs[0]].bits + r["lutram_luts"]
     elif layer.op in ("SlidingWindow", "DeformableSampler", "Upsample", "ChannelShuffle"):
@@ -193,7 +221,7 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
         else:
             rows, w = 2, 1  # one-pixel ping-pong
         depth, width = rows * w * c // lanes, lanes * t.bits
-        r["bram18"], r["uram"], r["lutram_luts"] = _memory(depth, width, "auto")
+        r["bram18"], r["uram"], r["lutram_luts"] = _memory(depth, width, mem_style)
         r["luts"] = 200 + 2 * lanes * t.bits + r["lutram_luts"]
     else:  # Duplicate, WidthConverter, MaxPool, Concat, ChannelSplit, Add: registers and muxes
         t = graph.tensors[layer.inputs[0]]
@@ -207,8 +235,9 @@ def estimate(graph: HWGraph, mult_styles: dict | None = None, mem_styles: dict |
     """Expected cycles, MACs and resources of every layer of a folded graph.
 
     Args:
-        mult_styles / mem_styles: per-layer ``lut``/``dsp`` and ``auto``/``bram``/``uram``
-            choices (from :func:`sw.autofold.choose_folding`; default LUT products, auto memory).
+        mult_styles / mem_styles: per-layer ``lut``/``dsp`` and ``auto``/``bram``/``lutram``/``uram``
+            choices (default: each layer's ``resType`` / ``ram_style`` from its folding, as
+            :func:`sw.autofold.choose_folding` sets them; else LUT products, auto memory).
     """
     from hw import registry
 
@@ -219,7 +248,7 @@ def estimate(graph: HWGraph, mult_styles: dict | None = None, mem_styles: dict |
         except (ValueError, AttributeError, KeyError, NotImplementedError, ImportError):
             cycles, model = analytic_cycles(graph, l), "contract"
         mult = (mult_styles or {}).get(l.name, l.folding.get("resType", "lut"))
-        mem = (mem_styles or {}).get(l.name, {"ultra": "uram"}.get(l.folding.get("ram_style"), "auto"))
+        mem = (mem_styles or {}).get(l.name) or mem_style_of(l.folding.get("ram_style"))
         res = layer_resources(graph, l, mult, mem)
         out.append(LayerEstimate(l.name, l.op, dict(l.folding), cycles, layer_macs(graph, l), model, **res))
     return out

@@ -88,6 +88,10 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
             layer.folding = {"PE": pe}
         if layer.op == "MVAU" and "mem_mode" in entry:
             layer.folding["mem_mode"] = _mem_mode(layer, entry["mem_mode"])
+        if layer.op in MEMORY_OPS and "ram_style" in entry:
+            if entry["ram_style"] not in RAM_STYLES:
+                raise _fail(layer, f"ram_style must be one of {RAM_STYLES}, got {entry['ram_style']!r}")
+            layer.folding = {**layer.folding, "ram_style": entry["ram_style"]}
     _propagate_lanes(g)
     return g
 
@@ -95,6 +99,11 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
 #: lane-parallel stream layers of docs/detector_contract.md section 2 (folded by ``PE``)
 STREAM_OPS = ("MaxPool", "Upsample", "Concat", "ChannelSplit", "ChannelShuffle", "Add")
 MEM_MODES = ("internal", "external")
+#: FINN's ``ram_style`` values, and the layers with a memory it applies to (weights, Requant
+#: parameters, line / ping-pong buffers; see :func:`sw.estimate.layer_resources`)
+RAM_STYLES = ("auto", "block", "distributed", "ultra")
+MEMORY_OPS = ("MVAU", "VVAU", "Requant", "SlidingWindow", "DeformableSampler", "Upsample",
+              "ChannelShuffle")
 
 
 def _mem_mode(layer: HWLayer, mode: str) -> str:
