@@ -3,23 +3,33 @@
 :func:`choose_folding` picks PE/SIMD for every MVAU/VVAU and PE for every stream layer so
 that each layer's cycles per frame (:func:`sw.estimate.analytic_cycles`, FINN's formulas)
 stay within the target ``clock / fps``: like FINN's ``SetFolding``, each layer takes the
-smallest parallelism that meets the target, raising SIMD first and then PE, over divisors
-only (``MW % SIMD == 0``, ``MH % PE == 0``, a sliding window's ``C % SIMD == 0``,
-``C % PE == 0``). Without a target it searches (bisection on the target cycles) for the
-fastest such balanced folding that fits the board.
+smallest parallelism that meets the target, over divisors only (``MW % SIMD == 0``,
+``MH % PE == 0``, a sliding window's ``C % SIMD == 0``, ``C % PE == 0``). An MVAU's
+candidates are all such ``(PE, SIMD)`` pairs ordered by ``PE*SIMD`` (its cycles are
+``MH*MW*pixels/(PE*SIMD)``), ties to the larger SIMD (FINN raises SIMD first): e.g. MH = MW =
+58 takes PE=2, SIMD=2 rather than jumping from SIMD=2 to SIMD=29, so no layer gets more
+products, DSPs or weight-word width than its target needs. Without a target it searches
+(bisection on the target cycles) for the fastest such balanced folding that fits the board.
 
 Fitting a board (capacities from :mod:`sw.boards`, used up to ``UTILISATION``):
 
 1. products go to DSP48s (two per DSP, see :mod:`sw.estimate`) in the layers with the most
    products first, while DSPs remain after the requantisers' one DSP per lane; the rest in LUTs;
-2. weight memories go to URAM (largest first) where the board has URAM and BRAM is short;
-3. if BRAM is still short, the MVAUs with the most weight bits switch to FINN's external
-   weights (``"mem_mode": "external"``): no on-chip weight memory, but DRAM traffic of
-   ``MH*MW*W/8 * pixels`` bytes per frame, which must stay within ``board.dram_gbps``.
+2. if LUTs are short, shallow memories (``auto`` -> LUTRAM) go to BRAM (``ram_style
+   "block"``), most LUTs saved per BRAM18 first, while BRAM remains;
+3. weight memories go to URAM (largest first) where the board has URAM and BRAM is short;
+4. if BRAM is short, memories of any layer (weights, Requant parameters, line and ping-pong
+   buffers) go to LUTRAM (``ram_style "distributed"``), fewest LUTs per BRAM18 released
+   first (a BRAM18 holding a few hundred bits goes first), while LUTs remain (FINN-R's
+   per-layer memory choice, FINN's ``ram_style`` attribute);
+5. if BRAM is still short, MVAUs switch to FINN's external weights (``"mem_mode":
+   "external"``), least DRAM traffic per BRAM18 released first: no on-chip weight memory,
+   but ``MH*MW*W/8 * pixels`` bytes per frame, which must stay within ``board.dram_gbps``.
 
 The result is FINN's folding JSON: ``{layer: {"PE", "SIMD", ["mem_mode"], "resType",
-"ram_style"}, "Defaults": {}}`` (``resType`` lut|dsp and ``ram_style`` auto|ultra are FINN's
-attribute names too).
+"ram_style"}, "Defaults": {}}`` (``resType`` lut|dsp and ``ram_style`` auto|block|distributed|
+ultra are FINN's attribute names too); other layers with a memory get an entry
+``{"ram_style": ...}`` only where it is not ``auto``.
 """
 
 from __future__ import annotations
