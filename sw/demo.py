@@ -88,6 +88,21 @@ def export_cached(ckpt: Path, cache: Path):
     return model, meta, onnx_path, size
 
 
+def structure_key(graph) -> str:
+    """Hash of a folded graph's structure: tensor shapes, lanes and kinds, layer ops, wiring,
+    folding and shape attributes. Stream timing (and so the FIFO depths a sizing run measures)
+    depends on these, not on weight values or requantisation constants, so a retrained
+    checkpoint of the same config reuses the sizing."""
+    value_attrs = {"shift", "out_min", "out_max", "bias", "multiplier", "scale", "weight_bits"}
+    doc = {
+        "tensors": {k: [list(t.shape), t.lanes, t.kind] for k, t in graph.tensors.items()},
+        "layers": [[l.name, l.op, l.inputs, l.outputs, l.folding,
+                    {k: v for k, v in l.attrs.items() if k not in value_attrs}]
+                   for l in graph.layers],
+    }
+    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def dequantise(graph, y_int: np.ndarray) -> np.ndarray:
     """Accelerator output ``[H, W, C]`` integers -> real values with the per-channel scale."""
     scale = np.asarray(graph.tensors[graph.output].scale, dtype=np.float64).reshape(-1)
@@ -204,8 +219,7 @@ def _run_backend(args, graph, images, out: Path):
     from sw.driver import AcceleratorDriver, SimBackend
     from sw.fifosizing import load_depths, save_depths, size_fifos
 
-    key = hashlib.sha1(json.dumps(graph.to_json(), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    depth_file = out / "cache" / f"fifo_depths_{key}.json"
+    depth_file = out / "cache" / f"fifo_depths_{structure_key(graph)}.json"
     if depth_file.exists():
         depths = load_depths(depth_file)
         print(f"      FIFO depths from {depth_file.name} (sized by simulation earlier)")
