@@ -94,7 +94,8 @@ def test_rtl_layers_match_estimates_and_measurements(quick):
 def test_target_check_names_the_limiting_layer():
     row = {"config": "codenet256", "board": "ultra96v2", "fits": True, "fps_projected": 100.0,
            "ii_cycles": 2_000_000, "bottleneck": "MVAU_7", "yosys": {"status": "timed out after 900 s"}}
-    t = bench.target_check({"boards": [row]})
+    t = bench.target_check({"boards": [row], "target_compiler": "refused: DRAM"})
+    assert t["compiler_at_target"] == "refused: DRAM"
     assert t["status"].startswith("not met: 100.0 fps projected < 135; limited by layer MVAU_7")
     assert "estimates" in t["fits_by"]
     row |= {"fps_projected": 150.0, "yosys": {"status": "ok", "utilisation": {
