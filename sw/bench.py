@@ -189,14 +189,27 @@ def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = N
         last write (Verilog emission + Verilator; 0 if the build was cached); simulation time:
         from then to the test log's last write; cycles/s = simulated frame cycles / sim_s.
     """
-    from sw.fifosizing import size_fifos
     from sw.rtlsim import simulate
 
     t0 = time.time()
-    depths = size_fifos(graph, frames[:2], build_root=build_root)
+    # sw.fifosizing.size_fifos with a longer watchdog: with frame-deep FIFOs the input is
+    # absorbed early and a deep pipeline may send its first output beat more than the default
+    # II/4 cycles later (seen on the small config: "no AXI-Stream beat for 24577 cycles" with
+    # every listed FIFO empty); a real deadlock is still caught, one II later
+    from sw.estimate import bottleneck, estimate
+    from sw.fifosizing import MIN_DEPTH, SLACK, FifoSizingError, sizing_depths
+
+    ii = bottleneck(estimate(graph)).cycles
+    try:
+        sizing = simulate(graph, frames[:2], fifo_depths=sizing_depths(graph), instrument=True,
+                          build_root=build_root, watchdog_cycles=max(20_000, 2 * ii))
+    except AssertionError as exc:
+        raise FifoSizingError(f"FIFO sizing simulation failed: {exc}") from exc
+    depths = {t: max(MIN_DEPTH, int(v) + SLACK) for t, v in sizing.fifo_max.items()}
     t_size = time.time() - t0
     t1 = time.time()
-    run = simulate(graph, frames, fifo_depths=depths, instrument=True, build_root=build_root)
+    run = simulate(graph, frames, fifo_depths=depths, instrument=True, build_root=build_root,
+                   watchdog_cycles=max(20_000, 2 * ii))
     t_total = time.time() - t1
     bl = run.build_dir / "build.log"
     logs = sorted(run.build_dir.glob("test_*.log"), key=lambda p: p.stat().st_mtime)
