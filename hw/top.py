@@ -66,7 +66,10 @@ class Accelerator(wiring.Component):
               blocked by a full FIFO / the consumer is ready but the FIFO is empty;
             * ``dbg_mac_busy``: 32-bit count of the cycles in which each MVAU/VVAU issued a
               MAC step, in :attr:`busy_layers` order (FINN-style utilisation: busy cycles /
-              frame cycles).
+              frame cycles);
+            * ``dbg_activity``: a beat moved through some inter-layer FIFO or some MAC array
+              stepped in this cycle (the watchdog's notion of progress: a deep pipeline can go
+              many thousand cycles between AXI-Stream beats while it fills).
     """
 
     def __init__(self, graph: HWGraph, fifo_depths: dict[str, int] | None = None,
@@ -108,6 +111,7 @@ class Accelerator(wiring.Component):
                 "dbg_fifo_full": Out(nfifo),
                 "dbg_fifo_starved": Out(nfifo),
                 "dbg_mac_busy": Out(max(1, 32 * len(self.busy_layers))),
+                "dbg_activity": Out(1),
             }
         super().__init__(ports)
 
@@ -127,7 +131,7 @@ class Accelerator(wiring.Component):
             for t, port in zip(layer.outputs, outs):
                 sources[t] = port
 
-        levels, maxes, fulls, starved = [], [], [], []
+        levels, maxes, fulls, starved, moves = [], [], [], [], []
         for probe in self.fifo_probes:
             fifo = self._connect(m, probe.tensor, sources[probe.tensor], sinks[probe.tensor])
             if self.instrument:
@@ -140,6 +144,7 @@ class Accelerator(wiring.Component):
                 maxes.append(peak)
                 fulls.append(sources[probe.tensor].valid & ~fifo.w_rdy)
                 starved.append(sinks[probe.tensor].ready & ~fifo.r_rdy)
+                moves.append((fifo.w_en & fifo.w_rdy) | (fifo.r_en & fifo.r_rdy))
         if self.instrument:
             busy = []
             for name in self.busy_layers:
@@ -156,6 +161,10 @@ class Accelerator(wiring.Component):
                 ]
             if busy:
                 m.d.comb += self.dbg_mac_busy.eq(Cat(*busy))
+            # any beat through any inter-layer FIFO or any MAC step: the pipeline is alive
+            macs = [comps[name].mac_active for name in self.busy_layers]
+            if moves or macs:
+                m.d.comb += self.dbg_activity.eq(Cat(*moves, *macs).any())
 
         # AXI-Stream input: strip byte padding of each lane
         tin = g.tensors[g.input]

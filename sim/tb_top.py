@@ -8,8 +8,8 @@ consumer, depth, level_bits), ``busy_layers`` and ``watchdog_cycles`` (optional)
 ``result.json`` (per-frame output, mismatches and cycles; with probes also the highest level of
 every FIFO and the MAC-busy cycles of every MVAU/VVAU) to the path in ``result_path``.
 
-Watchdog: when no AXI-Stream beat moves on either port for ``watchdog_cycles``, the test
-fails with a diagnosis read from the probes: which FIFOs are full (producer blocked), which
+Watchdog: when nothing moves for ``watchdog_cycles`` (no AXI-Stream beat on either port and,
+with probes, no beat through any inter-layer FIFO and no MAC step), the test fails with a diagnosis read from the probes: which FIFOs are full (producer blocked), which
 are empty with a waiting consumer, and which multi-input layer waits on one input while
 another is full (the usual reconvergent-path deadlock: the full FIFO's path needs depth).
 """
@@ -101,7 +101,7 @@ async def stream_frames(dut):
             cycle += 1
             moved_in = dut.s_axis_tvalid.value == 1 and dut.s_axis_tready.value == 1
             moved_out = dut.m_axis_tvalid.value == 1 and dut.m_axis_tready.value == 1
-            if moved_in or moved_out:
+            if moved_in or moved_out or (probes and dut.dbg_activity.value == 1):
                 last_move = cycle
             if marks["first_in"] is None and moved_in:
                 marks["first_in"] = cycle
@@ -110,7 +110,7 @@ async def stream_frames(dut):
                 if probes and busy_layers:
                     marks["busy_at_end"].append(int(dut.dbg_mac_busy.value))
             if watchdog and cycle - last_move > watchdog and marks["stalled"] is None:
-                marks["stalled"] = (f"watchdog: no AXI-Stream beat for {watchdog} cycles at "
+                marks["stalled"] = (f"watchdog: nothing moved for {watchdog} cycles at "
                                     f"cycle {cycle}\n" + diagnose_stall(dut, probes))
                 # the caller reports this text itself (cocotb's failure only names the log)
                 with open(cfg["result_path"] + ".stall", "w") as f:
