@@ -150,6 +150,9 @@ async def stream_frames(dut):
         now = _fields(snap, [32] * len(busy_layers))
         r["mac_busy"] = {name: b - a for name, a, b in zip(busy_layers, prev, now)}
         prev = now
+    # the figures also go to the simulator log, which stays in the build folder
+    dut._log.info("deflow summary: %s", json.dumps(
+        [{k: v for k, v in r.items() if k != "output"} for r in results]))
     path = cfg["result_path"]
     with open(path + ".tmp", "w") as f:
         json.dump(results, f)
