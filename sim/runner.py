@@ -137,6 +137,7 @@ def run_cocotb(
     from cocotb_tools.runner import get_runner
 
     prepare_simulator_env(simulator)
+    auto_waves = waves is None  # only then does a failure trigger a re-run with waves
     if waves is None:
         waves = os.environ.get("DEFLOW_WAVES", "0") == "1"
     src_dir = build_root / "src"
@@ -204,8 +205,9 @@ def run_cocotb(
     failures = _count_failures(results)
     if failures:
         wave_note = f"waveform: {build_dir.with_name(build_dir.name + '_w') / 'dump.vcd'}"
-        if not waves:
-            # re-run with waves so the failure leaves a waveform to look at
+        if auto_waves and not waves:
+            # re-run with waves so the failure leaves a waveform to look at (waves=False: the
+            # caller asked for none, e.g. a whole-detector run whose trace would be huge)
             try:
                 run_cocotb(component, toplevel, test_module, config, simulator=simulator,
                            build_root=build_root, waves=True, testcase=testcase)

@@ -68,7 +68,7 @@ def size_fifos(graph: HWGraph, frames: list[np.ndarray], *, build_root: Path | N
         raise ValueError("size_fifos needs at least one input frame")
     try:
         run = simulate(graph, frames, fifo_depths=sizing_depths(graph), instrument=True,
-                       build_root=build_root)
+                       build_root=build_root, waves=False)
     except AssertionError as exc:
         raise FifoSizingError(f"FIFO sizing simulation failed: {exc}") from exc
     if not run.fifo_max:
