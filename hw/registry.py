@@ -47,7 +47,7 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     if layer.op == "Requant":
         return Requantizer(multiplier=layer.params["multiplier"], bias=layer.params["bias"],
                            shift=a["shift"], out_min=a["out_min"], out_max=a["out_max"],
-                           lanes=t_in.lanes, acc_bits=t_in.bits)
+                           lanes=t_in.lanes, acc_bits=t_in.bits, in_signed=t_in.signed)
     if layer.op == "Duplicate":
         return StreamDuplicator(_payload_layout(t_in))
     if layer.op == "WidthConverter":

@@ -37,10 +37,13 @@ class Requantizer(wiring.Component):
         shift: S >= 0.
         out_min, out_max: output range (0..255 uint8, -128..127 int8, 0..N offsets).
         lanes: channels per beat; ``C % lanes == 0``.
-        acc_bits: width of the signed input accumulators.
+        acc_bits: width of the input values.
+        in_signed: input type: signed accumulators (after an MVAU/VVAU, the default) or
+            unsigned activations (a requantiser that rescales an unsigned uint8 stream, e.g. the
+            passthrough branch of a ShuffleNet unit, whose scale must match a concat partner).
 
     Streams (``docs/hw_conventions.md``):
-        ``i``: ``ArrayLayout(signed(acc_bits), lanes)``: per pixel ``C/lanes`` beats, lane
+        ``i``: ``ArrayLayout(signed|unsigned(acc_bits), lanes)``: per pixel ``C/lanes`` beats, lane
             ``j`` of beat ``f`` holding channel ``f*lanes + j`` (the MVAU/VVAU output order).
         ``o``: ``ArrayLayout(out_shape, lanes)``, same order; ``out_shape`` is unsigned when
             ``out_min >= 0`` else signed, of ``out_bits`` = the fewest bits holding
@@ -49,7 +52,7 @@ class Requantizer(wiring.Component):
     Widths (from the actual constants, not their types):
         ``mul_bits`` (unsigned M) = bit length of ``max(M)``;
         ``bias_bits`` = signed bits of ``[min(B), max(B)]``;
-        ``prod_bits`` = signed bits of ``acc * M`` over the accumulator range and ``max(M)``;
+        ``prod_bits`` = signed bits of ``acc * M`` over the input range and ``max(M)``;
         ``sum_bits`` = signed bits of ``[min_c(acc_min*M[c] + B[c]), max_c(acc_max*M[c] + B[c])]``.
         Clamp comparators are only generated on a side that can actually saturate.
 
@@ -67,7 +70,7 @@ class Requantizer(wiring.Component):
     """
 
     def __init__(self, *, multiplier: np.ndarray, bias: np.ndarray, shift: int, out_min: int,
-                 out_max: int, lanes: int, acc_bits: int):
+                 out_max: int, lanes: int, acc_bits: int, in_signed: bool = True):
         mul = _int_vector("multiplier", multiplier)
         c = mul.size
         b = _int_vector("bias", bias, c)
@@ -85,9 +88,9 @@ class Requantizer(wiring.Component):
         self.multiplier, self.bias = mul, b
         self.channels, self.lanes, self.folds = c, lanes, c // lanes
         self.shift, self.out_min, self.out_max = int(shift), int(out_min), int(out_max)
-        self.acc_bits = int(acc_bits)
+        self.acc_bits, self.acc_signed = int(acc_bits), bool(in_signed)
 
-        a_lo, a_hi = value_range(self.acc_bits, True)
+        a_lo, a_hi = value_range(self.acc_bits, self.acc_signed)
         m_max = int(max(mul))
         self.mul_bits = max(1, m_max.bit_length())
         self.bias_bits = signed_bits(min(b), max(b))
@@ -99,7 +102,7 @@ class Requantizer(wiring.Component):
         self.y_min, self.y_max = self.sum_min >> self.shift, self.sum_max >> self.shift
 
         # payload shape information for the compiler
-        self.in_bits, self.in_signed, self.in_lanes = self.acc_bits, True, lanes
+        self.in_bits, self.in_signed, self.in_lanes = self.acc_bits, self.acc_signed, lanes
         if self.out_min >= 0:
             self.out_signed = False
             self.out_bits = max(1, self.out_max.bit_length())
@@ -111,7 +114,8 @@ class Requantizer(wiring.Component):
         self.latency = 3  # issue -> FIFO write: input/ROM register, product, sum
         self.cycles_per_pixel = self.folds
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(signed(self.acc_bits), lanes))),
+            "i": In(stream.Signature(data.ArrayLayout(
+                signed(self.acc_bits) if self.acc_signed else unsigned(self.acc_bits), lanes))),
             "o": Out(stream.Signature(data.ArrayLayout(self.out_shape, lanes))),
         })
 
@@ -176,7 +180,9 @@ class Requantizer(wiring.Component):
         bias2 = [Signal(signed(bb), name=f"bias_{j}") for j in range(ln)]
         for j in range(ln):
             base = j * (mb + bb)
-            a = acc1[j * ab:(j + 1) * ab].as_signed()
+            a = acc1[j * ab:(j + 1) * ab]
+            # an unsigned input gets a zero sign bit so that the product stays signed
+            a = a.as_signed() if self.acc_signed else Cat(a, 0).as_signed()
             mul = rom_rd.data[base:base + mb]  # unsigned: M >= 0
             m.d.sync += [
                 prods[j].eq(a * mul),

@@ -200,6 +200,14 @@ class Accelerator(wiring.Component):
         return m
 
     def _connect(self, m, tensor, src, dst) -> SyncFIFOBuffered:
+        src_shape, dst_shape = src.payload.shape(), dst.payload.shape()
+        if src_shape != dst_shape:
+            # same width but another element type (e.g. unsigned bits read as signed) would
+            # pass the FIFO silently and corrupt values: refuse at elaboration instead
+            producer, consumer = self.graph.producer(tensor), self.graph.consumers(tensor)
+            raise ValueError(
+                f"tensor {tensor}: {producer.name if producer else 'input'} writes {src_shape} "
+                f"but {', '.join(c.name for c in consumer)} reads {dst_shape}")
         depth = self.fifo_depths.get(tensor, 2)
         width = Value.cast(src.payload).shape().width
         fifo = SyncFIFOBuffered(width=width, depth=depth)

@@ -97,3 +97,34 @@ def test_mvau_res_type_folding():
     assert comp.mult_style == "dsp" and comp.multipliers == 4
     del layer.folding["resType"]  # default: plain products
     assert build(g, layer).mult_style == "lut"
+
+
+def test_requant_entry_follows_input_signedness_and_top_refuses_mismatch(monkeypatch):
+    import numpy as np
+    from amaranth.back import rtlil
+
+    import hw.requant
+    from hw.requant import Requantizer
+    from hw.top import Accelerator
+
+    params = {"multiplier": np.array([34479, 34479]), "bias": np.array([16384, 16384])}
+    attrs = {"shift": 15, "out_min": 0, "out_max": 255}
+    split = HWLayer("sp", "ChannelSplit", ["x"], ["a", "b"], attrs={"sizes": [2, 2]})
+    rq_a = HWLayer("rq_a", "Requant", ["a"], ["ya"], attrs=attrs, params=params)
+    rq_b = HWLayer("rq_b", "Requant", ["b"], ["yb"], attrs=attrs, params=params)
+    cat = HWLayer("cat", "Concat", ["ya", "yb"], ["y"], attrs={"channels": [2, 2]})
+    ts = {t.name: t for t in [feat("x", (2, 2, 4), 1), feat("a", (2, 2, 2), 1),
+                              feat("b", (2, 2, 2), 1), feat("ya", (2, 2, 2), 1),
+                              feat("yb", (2, 2, 2), 1), feat("y", (2, 2, 4), 1)]}
+    g = HWGraph(layers=[split, rq_a, rq_b, cat], tensors=ts, input="x", output="y")
+    comp = build(g, rq_a)
+    assert isinstance(comp, Requantizer) and (comp.in_bits, comp.in_signed) == (8, False)
+    rtlil.convert(Accelerator(g), name="top")  # layouts agree on every FIFO
+
+    # a generator that read the uint8 stream as signed (the bug this guards against)
+    real = hw.requant.Requantizer
+    monkeypatch.setattr(hw.requant, "Requantizer",
+                        lambda **kw: real(**(kw | {"in_signed": True})))
+    with pytest.raises(ValueError, match=r"tensor a: sp writes .*unsigned\(8\).* rq_a reads "
+                                         r".*signed\(8\)"):
+        rtlil.convert(Accelerator(g), name="top")

@@ -140,6 +140,20 @@ def test_requant_edges_amaranth_sim(mul, bias, shift, lo, hi):
     np.testing.assert_array_equal(got.reshape(exp.shape), exp)
 
 
+
+def test_requant_unsigned_input_amaranth_sim():
+    # the passthrough branch of a ShuffleNet unit rescales a uint8 stream (the whole
+    # detector's first RTL mismatch: 151 read as signed 8-bit is -105, clamped to 0)
+    acc = np.array([list(range(256))] * 2).T  # every uint8 value, 2 channels
+    mul, bias = np.array([34479, 32768]), np.array([16384, 0])
+    dut = Requantizer(multiplier=mul, bias=bias, shift=15, out_min=0, out_max=255, lanes=2,
+                      acc_bits=8, in_signed=False)
+    assert (dut.in_bits, dut.in_signed) == (8, False)
+    got = _amaranth_sim(dut, acc)
+    exp = golden.requantize(acc, mul, bias, 15, 0, 255)
+    assert exp[200, 0] == 210 and exp[200, 1] == 200 and exp[255, 0] == 255
+    np.testing.assert_array_equal(got.reshape(exp.shape), exp)
+
 def test_requant_rules_and_shapes():
     m, b = np.array([1, 2, 3]), np.array([0, 0, 0])
     with pytest.raises(ValueError, match="C % lanes == 0"):
