@@ -12,7 +12,7 @@ export PYTHONPATH := $(CURDIR)
 export MPLBACKEND := Agg
 JOBS ?= $(shell nproc)
 
-.PHONY: setup demo test test-all train bench bitstream clean
+.PHONY: setup demo test test-all train ablation bench bitstream clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ demo: $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m models.train --config $(or $(CONFIG),small) $(TRAIN_ARGS)
+
+ablation: $(STAMP)
+	$(PY) -m models.ablation --config $(or $(CONFIG),small) $(ABLATION_ARGS)
 
 bitstream: $(STAMP)
 	$(PY) -m sw.cli bitstream --board $(or $(BOARD),ultra96v2) $(BITSTREAM_ARGS)
