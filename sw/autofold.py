@@ -258,16 +258,112 @@ def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float) -> tuple[bool, str
         if l.name in cfg or mem[l.name] != "auto":
             cfg.setdefault(l.name, {})["ram_style"] = MEM_STYLES[mem[l.name]]
     dram = total("dram_bytes_per_frame") * fps / 1e9
-    for k in ("bram18", "uram", "dsps", "luts"):
-        if total(k) > lim[k]:
-            top = max(per, key=lambda n: per[n][k])
-            return False, (f"{k.upper()} {total(k)} > {lim[k]} ({UTILISATION:.0%} of {board.name}); "
-                           f"largest user: layer {top!r} ({per[top][k]})"), cfg
+    over = [k for k in ("bram18", "uram", "dsps", "luts") if total(k) > lim[k]]
+    if over:
+        return False, _refusal(g, per, lim, board, over, mult, mem, cfg, dram), cfg
     if dram > board.dram_gbps:
         top = max(per, key=lambda n: per[n]["dram_bytes_per_frame"])
         return False, (f"external weights need {dram:.2f} GB/s of DRAM > {board.dram_gbps} GB/s on "
                        f"{board.name}; largest stream: layer {top!r}"), cfg
     return True, "", cfg
+
+
+def memory_lut_floor(graph: HWGraph, bram18_limit: int, uram_layers=()) -> dict:
+    """Fewest LUTs that any memory placement of the folded ``graph`` can need while its
+    memories use at most ``bram18_limit`` BRAM18s (a lower bound, for refusal messages).
+
+    Relaxation (each step can only lower the LUT count, so the result is a true lower bound
+    for this folding): every MVAU/VVAU's products on DSP48s (DSP count ignored), every MVAU's
+    weights external (FINN's ``mem_mode external``; DRAM bandwidth ignored), the layers in
+    ``uram_layers`` keep URAM, every other memory starts in BRAM (``ram_style "block"``, no
+    LUTs) and memories move to LUTRAM (``"distributed"``, 64 bits per LUT, see
+    :func:`sw.estimate.lutram_luts_for`) in order of the fewest LUTs per BRAM18 released, the
+    last one fractionally, until the BRAM18 total is within the limit: the optimum of the
+    linear relaxation of the 0/1 BRAM-or-LUTRAM choice.
+
+    Args:
+        graph: folded graph (:func:`sw.folding.apply_folding`).
+        bram18_limit: BRAM18s the memories may use.
+        uram_layers: names of layers whose memory stays in URAM.
+
+    Returns:
+        ``{"luts": the bound in LUTs (rounded up), "bram18": BRAM18s with every memory in
+        BRAM, "bram18_to_move": BRAM18s that must go to LUTRAM (0 if none), "lutram_luts":
+        LUTs those take, "memories": [(layer, BRAM18 in BRAM, LUTs in LUTRAM), ...] of the
+        memories in BRAM, largest first]}``.
+    """
+    luts, bram, offers = 0, 0, []
+    for l in graph.layers:
+        saved = dict(l.folding)
+        if l.op == "MVAU":
+            l.folding["mem_mode"] = "external"
+        try:
+            mult = "dsp" if l.op in ("MVAU", "VVAU") else "lut"
+            if l.op not in MEMORY_OPS or l.name in uram_layers:
+                style = "uram" if l.name in uram_layers else "auto"
+                luts += layer_resources(graph, l, mult, style)["luts"]
+                continue
+            blk = layer_resources(graph, l, mult, "bram")
+            dist = layer_resources(graph, l, mult, "lutram")
+        finally:
+            l.folding = saved
+        luts += blk["luts"]
+        bram += blk["bram18"]
+        if blk["bram18"]:
+            offers.append((l.name, blk["bram18"], dist["luts"] - blk["luts"]))
+    need = max(0, bram - bram18_limit)
+    left, extra = need, 0.0
+    for _, b18, dl in sorted(offers, key=lambda o: o[2] / o[1]):  # stable: graph order on ties
+        if left <= 0:
+            break
+        take = min(left, b18)
+        extra += dl * take / b18
+        left -= take
+    return {"luts": luts + math.ceil(extra - 1e-9), "bram18": bram, "bram18_to_move": need,
+            "lutram_luts": math.ceil(extra - 1e-9),
+            "memories": sorted(offers, key=lambda o: -o[1])}
+
+
+def _refusal(g: HWGraph, per: dict, lim: dict, board: Board, over: list[str], mult: dict,
+             mem: dict, cfg: dict, dram_gbps: float) -> str:
+    """Why ``cfg`` does not fit ``board``: each resource over its limit and by how much, what
+    :func:`_fit` tried, and the LUT lower bound of :func:`memory_lut_floor`."""
+    def total(k):
+        return sum(r[k] for r in per.values())
+
+    names = {"bram18": "BRAM18", "uram": "URAM", "dsps": "DSP", "luts": "LUT"}
+    parts = []
+    for k in over:
+        top = max(per, key=lambda n: per[n][k])
+        parts.append(f"{k.upper()} {total(k)} > {lim[k]} ({UTILISATION:.0%} of {board.name}; short "
+                     f"by {total(k) - lim[k]:,}); largest user: layer {top!r} ({per[top][k]})")
+    compute = [n for n in mult]
+    mvaus = [l.name for l in g.layers if l.op == "MVAU"]
+    ext = [n for n in mvaus if cfg.get(n, {}).get("mem_mode") == "external"]
+    styles = {s: sum(1 for v in mem.values() if v == s) for s in ("lutram", "bram", "uram")}
+    used = ", ".join(f"{names[k]} {total(k):,} of {lim[k]:,}" for k in names
+                     if k not in over and (lim[k] or total(k)))
+    tried = (f"Tried: products on DSP48s in {sum(v == 'dsp' for v in mult.values())} of "
+             f"{len(compute)} MVAU/VVAUs; of {len(mem)} memories, {styles['lutram']} set to "
+             f"ram_style distributed (LUTRAM), {styles['bram']} to block, {styles['uram']} to "
+             f"ultra, the rest auto; weights external in {len(ext)} of {len(mvaus)} MVAUs "
+             f"({dram_gbps:.2f} GB/s of DRAM, {board.dram_gbps:g} GB/s available); {used}")
+    msg = "; ".join(parts) + ". " + tried
+    if "bram18" in over or "luts" in over:
+        uram = [n for n, s in mem.items() if s == "uram"]
+        fl = memory_lut_floor(g, lim["bram18"], uram)
+        big = ", ".join(f"{n!r} {b:,} BRAM18 = {d:,} LUTs" for n, b, d in fl["memories"][:3])
+        head = (f". Lower bound for this folding: even with every product on a DSP48 and every "
+                f"MVAU's weights external, the memories take {fl['bram18']:,} BRAM18 all in BRAM; "
+                f"keeping BRAM18 within {lim['bram18']:,} puts at least {fl['bram18_to_move']:,} "
+                f"BRAM18 of them in LUTRAM, cheapest first ({fl['lutram_luts']:,} LUTs at 64 bits "
+                f"per LUT), {fl['luts']:,} LUTs in all")
+        if fl["luts"] > lim["luts"]:
+            msg += (f"{head} > {lim['luts']:,}: LUTs short by {fl['luts'] - lim['luts']:,} "
+                    f"(largest memories: {big})")
+        else:
+            msg += f"{head}, within {lim['luts']:,}: a placement better than this greedy one may exist"
+    return msg
 
 
 def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None,
@@ -285,7 +381,10 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
 
     Raises:
         CompileError: no folding meets ``target_fps`` (naming the bottleneck layer and the
-            rule) or fits the board (naming the resource and its largest user).
+            rule) or fits the board: the message names each resource over its limit, by how
+            much and its largest user, what the fitter tried (DSP products, ram_style per
+            memory, external weights and their DRAM GB/s) and, where BRAM or LUTs are short,
+            the LUT lower bound of :func:`memory_lut_floor` for that folding.
     """
     clock = float(clock_mhz or board.fabric_mhz)
     base = apply_folding(graph, {})
@@ -303,7 +402,8 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
     best = None
     ok, why, cfg = _fit(base, fold_for_target(base, hi), board, clock * 1e6 / hi)
     if not ok:
-        raise CompileError(f"even the smallest folding does not fit {board.name}: {why}")
+        raise CompileError(f"even the smallest folding (II {hi:,} cycles, {clock * 1e6 / hi:.2f} "
+                           f"fps at {clock:g} MHz) does not fit {board.name}: {why}")
     best = cfg
     for _ in range(40):  # bisection on log(target cycles)
         if hi / lo < 1.01:

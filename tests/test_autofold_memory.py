@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sw.autofold import _candidates, _fit, fold_for_target
+from sw.autofold import _candidates, _fit, fold_for_target, memory_lut_floor
 from sw.boards import get_board
 from sw.estimate import layer_resources, lutram_luts_for, mem_style_of
 from sw.folding import apply_folding
@@ -99,3 +99,38 @@ def test_fit_streams_weights_only_when_lutram_cannot_take_them():
     assert layer_resources(f, f.layer("MVAU_0"), "dsp")["dram_bytes_per_frame"] == 288 * 64
     ok, why, _ = _fit(small_graph(), {"MVAU_0": {"PE": 1, "SIMD": 1}}, replace(board, dram_gbps=0.01), 1000)
     assert not ok and "GB/s of DRAM" in why  # 18,432 B x 1000 fps = 0.018 GB/s > 0.01
+
+
+def test_memory_lut_floor_is_the_linear_relaxation_of_bram_or_lutram():
+    # external weights and DSP products: the window buffer (128 x 8 bits: 1 BRAM18 or 16 LUTs)
+    # and the Requant table (16 x 48 bits: 2 BRAM18 or 48 LUTs) remain; 610 LUTs of logic
+    f = apply_folding(small_graph(), {"MVAU_0": {"PE": 1, "SIMD": 1}})
+    mems = [("Requant_0", 2, 48), ("SlidingWindow_0", 1, 16)]
+    assert memory_lut_floor(f, 3) == {"luts": 610, "bram18": 3, "bram18_to_move": 0,
+                                      "lutram_luts": 0, "memories": mems}
+    # 16 LUTs per BRAM18 (window) before 24 (Requant), the last one fractionally
+    assert memory_lut_floor(f, 2)["luts"] == 626
+    assert memory_lut_floor(f, 1)["luts"] == 650  # 16 + 48/2
+    assert memory_lut_floor(f, 0) == {"luts": 674, "bram18": 3, "bram18_to_move": 3,
+                                      "lutram_luts": 64, "memories": mems}
+    assert f.layer("MVAU_0").folding == {"PE": 1, "SIMD": 1}  # the graph is left as it was
+
+
+def test_refusal_says_what_was_tried_and_how_short_each_resource_is():
+    # no BRAM and 630 usable LUTs: weights go external, every memory must be LUTRAM, and the
+    # design needs 674 LUTs, which is also the lower bound
+    board = replace(get_board("pynq-z2"), dsps=20, bram36=0, luts=700)
+    ok, why, cfg = _fit(small_graph(), {"MVAU_0": {"PE": 1, "SIMD": 1}}, board, 1000)
+    assert not ok
+    assert why == (
+        "LUTS 674 > 630 (90% of pynq-z2; short by 44); largest user: layer 'MVAU_0' (328). "
+        "Tried: products on DSP48s in 1 of 1 MVAU/VVAUs; of 3 memories, 0 set to ram_style "
+        "distributed (LUTRAM), 0 to block, 0 to ultra, the rest auto; weights external in 1 of 1 "
+        "MVAUs (0.02 GB/s of DRAM, 2 GB/s available); DSP 2 of 18. Lower bound for this folding: "
+        "even with every product on a DSP48 and every MVAU's weights external, the memories take "
+        "3 BRAM18 all in BRAM; keeping BRAM18 within 0 puts at least 3 BRAM18 of them in LUTRAM, "
+        "cheapest first (64 LUTs at 64 bits per LUT), 674 LUTs in all > 630: LUTs short by 44 "
+        "(largest memories: 'Requant_0' 2 BRAM18 = 48 LUTs, 'SlidingWindow_0' 1 BRAM18 = 16 LUTs)")
+    # with 702 usable LUTs the same design fits (674 LUTs)
+    ok, why, _ = _fit(small_graph(), {"MVAU_0": {"PE": 1, "SIMD": 1}}, replace(board, luts=780), 1000)
+    assert ok, why
