@@ -14,6 +14,8 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.memory_style import check_ram_style, memory_attrs
+
 __all__ = [
     "MVAU",
     "CreditedOutput",
@@ -201,6 +203,10 @@ class MVAU(wiring.Component):
             UG479; DSP48E2: 27 bits, UG579) and ``x`` the 18-bit B port, else the
             constructor refuses. An odd last PE lane gets a multiplier of its own.
             Multipliers: ``ceil(PE/2)*SIMD`` (see :attr:`multipliers`).
+        ram_style: FINN's ``ram_style`` of the weight ROM (``"auto"``, ``"block"``,
+            ``"distributed"``, ``"ultra"``), written as Verilog ``ram_style``/``rom_style``
+            attributes on it (:mod:`hw.memory_style`); ``"auto"`` (default) adds none.
+            Another value raises ``ValueError``.
 
     Streams (``docs/hw_conventions.md``):
         ``i``: ``ArrayLayout(unsigned|signed(in_bits), SIMD)``; one input vector is
@@ -234,8 +240,9 @@ class MVAU(wiring.Component):
 
     def __init__(self, *, weights: np.ndarray, pe: int, simd: int, in_bits: int = 8,
                  in_signed: bool = False, weight_bits: int = 4, acc_bits: int | None = None,
-                 mult_style: str = "lut"):
+                 mult_style: str = "lut", ram_style: str = "auto"):
         w = _check_weights("MVAU", weights, weight_bits)
+        self.ram_style = check_ram_style("MVAU", ram_style)
         mh, mw = w.shape
         if pe < 1 or mh % pe:
             raise ValueError(f"MVAU folding rule MH % PE == 0 broken: MH={mh}, PE={pe}")
@@ -317,7 +324,8 @@ class MVAU(wiring.Component):
         ]
 
         m.submodules.rom = rom = Memory(shape=unsigned(pe * simd * wb), depth=nf_n * sf_n,
-                                        init=self.rom_init())
+                                        init=self.rom_init(),
+                                        attrs=memory_attrs(self.ram_style, read_only=True))
         rom_rd = rom.read_port()
 
         # ---- issue stage -------------------------------------------------------------------

@@ -13,7 +13,18 @@ from sw.hwgraph import HWGraph, HWLayer
 
 
 def build_layer(graph: HWGraph, layer: HWLayer):
-    """Instantiate the Amaranth component of one folded layer."""
+    """Instantiate the Amaranth component of one folded layer.
+
+    The folding's FINN attributes reach the component: ``PE``/``SIMD``, ``resType`` (MVAU
+    multipliers) and ``ram_style`` (``auto`` when absent) of the memory of an MVAU, VVAU,
+    Requant, SlidingWindow, DeformableSampler or Upsample, written as a Verilog attribute on
+    it (:mod:`hw.memory_style`). ChannelShuffle's pixel buffers are registers, so its
+    ``ram_style`` has no memory to go to.
+
+    Raises:
+        ValueError: an op without hardware, a MaxPool on a signed input, or a folding the
+            component refuses (e.g. a ``ram_style`` outside FINN's four values).
+    """
     from hw.channel_ops import Add, ChannelShuffle, ChannelSplit, Concat
     from hw.mvau import MVAU
     from hw.pool import MaxPool
@@ -24,30 +35,33 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     from hw.window import DeformableSampler, SlidingWindowGenerator
 
     a = layer.attrs
+    ram_style = layer.folding.get("ram_style", "auto")
     t_in = graph.tensors[layer.inputs[0]]
     t_out = graph.tensors[layer.outputs[0]]
     if layer.op == "SlidingWindow":
         return SlidingWindowGenerator(
             ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], kernel=a["kernel"],
             stride=a["stride"], pad=a["pad"], dilation=a["dilation"], lanes=t_out.lanes,
-            depthwise=a["depthwise"], bits=t_in.bits, signed=t_in.signed)
+            depthwise=a["depthwise"], bits=t_in.bits, signed=t_in.signed, ram_style=ram_style)
     if layer.op == "DeformableSampler":
         return DeformableSampler(
             ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], max_offset=a["max_offset"],
-            lanes=t_out.lanes, bits=t_in.bits, offset_bits=a["offset_bits"])
+            lanes=t_out.lanes, bits=t_in.bits, offset_bits=a["offset_bits"], ram_style=ram_style)
     if layer.op == "MVAU":
         return MVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
                     simd=layer.folding["SIMD"], in_bits=t_in.bits, in_signed=t_in.signed,
                     weight_bits=a["weight_bits"], acc_bits=t_out.bits,
-                    mult_style=layer.folding.get("resType", "lut"))  # FINN's name
+                    mult_style=layer.folding.get("resType", "lut"),  # FINN's name
+                    ram_style=ram_style)
     if layer.op == "VVAU":
         return VVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
                     kernel_elems=a["kernel_elems"], in_bits=t_in.bits, in_signed=t_in.signed,
-                    weight_bits=a["weight_bits"], acc_bits=t_out.bits)
+                    weight_bits=a["weight_bits"], acc_bits=t_out.bits, ram_style=ram_style)
     if layer.op == "Requant":
         return Requantizer(multiplier=layer.params["multiplier"], bias=layer.params["bias"],
                            shift=a["shift"], out_min=a["out_min"], out_max=a["out_max"],
-                           lanes=t_in.lanes, acc_bits=t_in.bits, in_signed=t_in.signed)
+                           lanes=t_in.lanes, acc_bits=t_in.bits, in_signed=t_in.signed,
+                           ram_style=ram_style)
     if layer.op == "Duplicate":
         return StreamDuplicator(_payload_layout(t_in))
     if layer.op == "WidthConverter":
@@ -63,7 +77,7 @@ def build_layer(graph: HWGraph, layer: HWLayer):
                        signed=sgn)
     if layer.op == "Upsample":
         return Upsample(factor=a["factor"], ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"],
-                        lanes=lanes, bits=bits, signed=sgn)
+                        lanes=lanes, bits=bits, signed=sgn, ram_style=ram_style)
     if layer.op == "Concat":
         return Concat(channels=list(a["channels"]), lanes=lanes, bits=bits, signed=sgn)
     if layer.op == "ChannelSplit":

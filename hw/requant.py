@@ -8,6 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.memory_style import check_ram_style, memory_attrs
 from hw.mvau import CreditedOutput, signed_bits, value_range
 
 __all__ = ["Requantizer"]
@@ -41,6 +42,10 @@ class Requantizer(wiring.Component):
         in_signed: input type: signed accumulators (after an MVAU/VVAU, the default) or
             unsigned activations (a requantiser that rescales an unsigned uint8 stream, e.g. the
             passthrough branch of a ShuffleNet unit, whose scale must match a concat partner).
+        ram_style: FINN's ``ram_style`` of the parameter ROM (``"auto"``, ``"block"``,
+            ``"distributed"``, ``"ultra"``), written as Verilog ``ram_style``/``rom_style`` attributes on it
+            (:mod:`hw.memory_style`); ``"auto"`` (default) adds none. Another value raises
+            ``ValueError``.
 
     Streams (``docs/hw_conventions.md``):
         ``i``: ``ArrayLayout(signed|unsigned(acc_bits), lanes)``: per pixel ``C/lanes`` beats, lane
@@ -70,8 +75,10 @@ class Requantizer(wiring.Component):
     """
 
     def __init__(self, *, multiplier: np.ndarray, bias: np.ndarray, shift: int, out_min: int,
-                 out_max: int, lanes: int, acc_bits: int, in_signed: bool = True):
+                 out_max: int, lanes: int, acc_bits: int, in_signed: bool = True,
+                 ram_style: str = "auto"):
         mul = _int_vector("multiplier", multiplier)
+        self.ram_style = check_ram_style("Requantizer", ram_style)
         c = mul.size
         b = _int_vector("bias", bias, c)
         if min(mul) < 0:
@@ -151,7 +158,8 @@ class Requantizer(wiring.Component):
             out.r_ready.eq(self.o.ready),
         ]
         m.submodules.rom = rom = Memory(shape=unsigned(ln * (mb + bb)), depth=folds,
-                                        init=self.rom_init())
+                                        init=self.rom_init(),
+                                        attrs=memory_attrs(self.ram_style, read_only=True))
         rom_rd = rom.read_port()
 
         # ---- issue stage: every beat yields one output beat, so each needs a slot ----------

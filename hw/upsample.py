@@ -8,6 +8,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.memory_style import check_ram_style, memory_attrs
+
 __all__ = ["Upsample"]
 
 
@@ -20,6 +22,10 @@ class Upsample(wiring.Component):
         channels: C; ``C % lanes == 0``.
         lanes: PE of both streams.
         bits, signed: element type.
+        ram_style: FINN's ``ram_style`` of the row buffer (``"auto"``, ``"block"``,
+            ``"distributed"``, ``"ultra"``), written as Verilog ``ram_style`` attribute on it
+            (:mod:`hw.memory_style`); ``"auto"`` (default) adds none. Another value raises
+            ``ValueError``.
 
     Streams: ``i``: ``ArrayLayout(type, PE)`` frames ``[H, W, C]``; ``o``: frames
     ``[H*f, W*f, C]``, both NHWC with ``C/PE`` beats per pixel.
@@ -37,7 +43,8 @@ class Upsample(wiring.Component):
     """
 
     def __init__(self, *, factor: int, ifm_dim, channels: int, lanes: int, bits: int = 8,
-                 signed: bool = False):
+                 signed: bool = False, ram_style: str = "auto"):
+        self.ram_style = check_ram_style("Upsample", ram_style)
         if int(factor) != factor or factor < 1:
             raise ValueError(f"Upsample: factor must be an integer >= 1, got {factor}")
         h, w = (int(d) for d in ifm_dim)
@@ -67,7 +74,8 @@ class Upsample(wiring.Component):
         H, W, F, f = self.height, self.width, self.folds, self.factor
         RW = self.row_words
         m.submodules.mem = mem = Memory(shape=unsigned(self.lanes * self.bits),
-                                        depth=self.buffer_words, init=[])
+                                        depth=self.buffer_words, init=[],
+                                        attrs=memory_attrs(self.ram_style, read_only=False))
         wp = mem.write_port()
         rp = mem.read_port(domain="sync")
 

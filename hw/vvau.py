@@ -8,6 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.memory_style import check_ram_style, memory_attrs
 from hw.mvau import (CreditedOutput, _check_weights, _pack, _resolve_acc_bits, signed_bits,
                      value_range)
 
@@ -29,6 +30,10 @@ class VVAU(wiring.Component):
         weight_bits: weight type (int4 by default; weights must fit).
         acc_bits: accumulator width; default the exact range from the actual weights
             (:func:`hw.mvau.accumulator_bits`). A smaller value is refused.
+        ram_style: FINN's ``ram_style`` of the weight ROM (``"auto"``, ``"block"``,
+            ``"distributed"``, ``"ultra"``), written as Verilog ``ram_style``/``rom_style`` attributes on it
+            (:mod:`hw.memory_style`); ``"auto"`` (default) adds none. Another value raises
+            ``ValueError``.
 
     Streams (``docs/hw_conventions.md``):
         ``i``: ``ArrayLayout(unsigned|signed(in_bits), PE)``, the depthwise window order of
@@ -53,8 +58,10 @@ class VVAU(wiring.Component):
     """
 
     def __init__(self, *, weights: np.ndarray, pe: int, kernel_elems: int = 9, in_bits: int = 8,
-                 in_signed: bool = False, weight_bits: int = 4, acc_bits: int | None = None):
+                 in_signed: bool = False, weight_bits: int = 4, acc_bits: int | None = None,
+                 ram_style: str = "auto"):
         w = _check_weights("VVAU", weights, weight_bits)
+        self.ram_style = check_ram_style("VVAU", ram_style)
         c, kk = w.shape
         if kk != kernel_elems:
             raise ValueError(
@@ -103,7 +110,8 @@ class VVAU(wiring.Component):
             out.r_ready.eq(self.o.ready),
         ]
         m.submodules.rom = rom = Memory(shape=unsigned(pe * wb), depth=depth,
-                                        init=self.rom_init())
+                                        init=self.rom_init(),
+                                        attrs=memory_attrs(self.ram_style, read_only=True))
         rom_rd = rom.read_port()
 
         # ---- issue stage -------------------------------------------------------------------

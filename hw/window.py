@@ -36,6 +36,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.memory_style import check_ram_style, memory_attrs
 from sw.golden import conv_output_dim
 
 __all__ = ["SlidingWindowGenerator", "DeformableSampler"]
@@ -64,7 +65,8 @@ class _LineBufferWindow(wiring.Component):
 
     def __init__(self, signature_members: dict, *, height: int, width: int, channels: int,
                  lanes: int, bits: int, is_signed: bool, row_stride: int, row_pad: int,
-                 row_span: int, out_rows: int, beats_per_out_row: int):
+                 row_span: int, out_rows: int, beats_per_out_row: int, ram_style: str = "auto"):
+        self.ram_style = check_ram_style(type(self).__name__, ram_style)
         if lanes < 1 or channels % lanes:
             raise ValueError(f"{type(self).__name__}: channels {channels} not divisible by "
                              f"lanes {lanes}")
@@ -164,7 +166,8 @@ class _LineBufferWindow(wiring.Component):
         cs = self._coord_shape
 
         m.submodules.mem = mem = Memory(shape=unsigned(self.lanes * self.bits),
-                                        depth=self.buffer_words, init=[])
+                                        depth=self.buffer_words, init=[],
+                                        attrs=memory_attrs(self.ram_style, read_only=False))
         wp = mem.write_port()
         rp = mem.read_port(domain="sync")
 
@@ -269,6 +272,10 @@ class SlidingWindowGenerator(_LineBufferWindow):
     lanes: values per beat, on input and output (SIMD of the consuming MVAU in standard order,
         PE of the consuming VVAU in depthwise order); ``C % lanes == 0``.
     depthwise: stream order, see below. bits, signed: type of each value.
+    ram_style: FINN's ``ram_style`` of the line buffer (``"auto"``, ``"block"``,
+        ``"distributed"``, ``"ultra"``), a Verilog ``ram_style`` attribute on it
+        (:mod:`hw.memory_style`); ``"auto"`` (default) adds none. Another value raises
+        ``ValueError``.
 
     Ports
     -----
@@ -290,7 +297,7 @@ class SlidingWindowGenerator(_LineBufferWindow):
 
     def __init__(self, *, ifm_dim: tuple[int, int], channels: int, kernel: int, stride: int,
                  pad: int, dilation: int = 1, lanes: int, depthwise: bool, bits: int = 8,
-                 signed: bool = False):
+                 signed: bool = False, ram_style: str = "auto"):
         h, w = (int(v) for v in ifm_dim)
         if kernel < 1 or stride < 1 or dilation < 1 or pad < 0:
             raise ValueError(f"SlidingWindowGenerator: bad geometry kernel={kernel} "
@@ -312,7 +319,7 @@ class SlidingWindowGenerator(_LineBufferWindow):
             {"i": In(stream.Signature(lay)), "o": Out(stream.Signature(lay))},
             height=h, width=w, channels=channels, lanes=lanes, bits=bits, is_signed=signed,
             row_stride=stride, row_pad=pad, row_span=span, out_rows=oh,
-            beats_per_out_row=ow * kernel * kernel * (channels // lanes))
+            beats_per_out_row=ow * kernel * kernel * (channels // lanes), ram_style=ram_style)
 
     def _walker(self, m, row0, issue):
         K, D, S, P, F = self.kernel, self.dilation, self.stride, self.pad, self.folds
@@ -368,6 +375,8 @@ class DeformableSampler(_LineBufferWindow):
     lanes: PE of the consuming VVAU (``C % lanes == 0``). bits, signed: feature type.
     offset_bits: width of an offset (default: bits to hold N). Offsets above N (possible only
         when ``offset_bits`` is wider than needed) are clamped to N.
+    ram_style: FINN's ``ram_style`` of the line buffer, as for
+        :class:`SlidingWindowGenerator` (default ``"auto"``: no attribute).
 
     Ports
     -----
@@ -391,7 +400,7 @@ class DeformableSampler(_LineBufferWindow):
 
     def __init__(self, *, ifm_dim: tuple[int, int], channels: int, max_offset: int = 7,
                  lanes: int, bits: int = 8, offset_bits: int | None = None,
-                 signed: bool = False):
+                 signed: bool = False, ram_style: str = "auto"):
         h, w = (int(v) for v in ifm_dim)
         if max_offset < 0:
             raise ValueError(f"DeformableSampler: max_offset must be >= 0, got {max_offset}")
@@ -411,7 +420,7 @@ class DeformableSampler(_LineBufferWindow):
              "o": Out(stream.Signature(lay))},
             height=h, width=w, channels=channels, lanes=lanes, bits=bits, is_signed=signed,
             row_stride=1, row_pad=max_offset, row_span=2 * max_offset, out_rows=h,
-            beats_per_out_row=w * 9 * (channels // lanes))
+            beats_per_out_row=w * 9 * (channels // lanes), ram_style=ram_style)
         self.ofm_dim = (h, w)
 
     def _walker(self, m, row0, issue):
