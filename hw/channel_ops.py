@@ -168,6 +168,24 @@ class ChannelShuffle(wiring.Component):
     pixel of latency (a pixel is sent once it is complete).
     """
 
+    #: pixel buffers of ``C`` registers each (ping-pong)
+    PIXEL_BUFFERS = 2
+
+    @staticmethod
+    def buffer_registers(*, channels: int, lanes: int, bits: int = 8) -> dict[str, int]:
+        """Register buffers this component builds for these constructor arguments (it has no
+        ``Memory``; the compiler's estimate reads this, :func:`hw.registry.buffer_registers`).
+
+        Returns:
+            ``{"ffs": PIXEL_BUFFERS * C * bits`` flip-flops holding pixels, ``"mux_inputs":
+            PIXEL_BUFFERS * C/lanes`` inputs of the multiplexer in front of each of the
+            ``lanes * bits`` output bits (one fixed source channel per buffer and beat),
+            ``"mux_outputs": lanes * bits}``. No validation (the constructor's).
+        """
+        n = ChannelShuffle.PIXEL_BUFFERS
+        return {"ffs": n * channels * bits, "mux_inputs": n * (channels // lanes),
+                "mux_outputs": lanes * bits}
+
     def __init__(self, *, groups: int, channels: int, lanes: int, bits: int = 8,
                  signed: bool = False):
         _check_common("ChannelShuffle", lanes, bits)
@@ -196,7 +214,8 @@ class ChannelShuffle(wiring.Component):
         m = Module()
         C, L, F = self.channels, self.lanes, self.folds
         shape = signed(self.bits) if self.is_signed else unsigned(self.bits)
-        bufs = [[Signal(shape, name=f"buf{p}_{c}") for c in range(C)] for p in range(2)]
+        bufs = [[Signal(shape, name=f"buf{p}_{c}") for c in range(C)]
+                for p in range(self.PIXEL_BUFFERS)]
         full = Signal(2)
         wsel, rsel = Signal(), Signal()
         wcount, rcount = Signal(range(F)), Signal(range(F))

@@ -18,8 +18,8 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     The folding's FINN attributes reach the component: ``PE``/``SIMD``, ``resType`` (MVAU
     multipliers) and ``ram_style`` (``auto`` when absent) of the memory of an MVAU, VVAU,
     Requant, SlidingWindow, DeformableSampler or Upsample, written as a Verilog attribute on
-    it (:mod:`hw.memory_style`). ChannelShuffle's pixel buffers are registers, so its
-    ``ram_style`` has no memory to go to.
+    it (:mod:`hw.memory_style`). ChannelShuffle's pixel buffers are registers, so it takes no
+    ``ram_style`` (:func:`sw.folding.apply_folding` refuses one other than ``auto``).
 
     Raises:
         ValueError: an op without hardware, a MaxPool on a signed input, or a folding the
@@ -89,6 +89,46 @@ def build_layer(graph: HWGraph, layer: HWLayer):
         return Add(channels=t_out.shape[-1], lanes=lanes, in_bits=bits, in_signed=sgn,
                    out_bits=a["out_bits"], out_signed=t_out.signed)
     raise ValueError(f"layer {layer.name}: no hardware for op {layer.op}")
+
+
+def buffer_memory(graph: HWGraph, layer: HWLayer) -> tuple[int, int] | None:
+    """``(depth, word_bits)`` of the pixel-buffer ``amaranth.lib.memory.Memory`` that
+    :func:`build_layer` gives a SlidingWindow, DeformableSampler or Upsample layer, from the
+    component's own ``buffer_memory`` (the numbers its constructor builds the memory from), with
+    the arguments :func:`build_layer` passes; ``None`` for other ops (no pixel-buffer memory).
+    The compiler's memory estimate (:func:`sw.estimate.layer_resources`) uses it without
+    building the component."""
+    from hw.upsample import Upsample
+    from hw.window import DeformableSampler, SlidingWindowGenerator
+
+    a = layer.attrs
+    t_in = graph.tensors[layer.inputs[0]]
+    t_out = graph.tensors[layer.outputs[0]]
+    if layer.op == "SlidingWindow":
+        return SlidingWindowGenerator.buffer_memory(
+            ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], kernel=a["kernel"],
+            stride=a["stride"], dilation=a["dilation"], lanes=t_out.lanes, bits=t_in.bits)
+    if layer.op == "DeformableSampler":
+        return DeformableSampler.buffer_memory(
+            ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], max_offset=a["max_offset"],
+            lanes=t_out.lanes, bits=t_in.bits)
+    if layer.op == "Upsample":
+        return Upsample.buffer_memory(ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"],
+                                      lanes=t_in.lanes, bits=t_in.bits)
+    return None
+
+
+def buffer_registers(graph: HWGraph, layer: HWLayer) -> dict[str, int] | None:
+    """Register pixel buffers of a ChannelShuffle layer as :func:`build_layer` builds it
+    (:meth:`hw.channel_ops.ChannelShuffle.buffer_registers`: flip-flops and the output
+    multiplexer's size); ``None`` for other ops."""
+    from hw.channel_ops import ChannelShuffle
+
+    if layer.op != "ChannelShuffle":
+        return None
+    t_in = graph.tensors[layer.inputs[0]]
+    return ChannelShuffle.buffer_registers(channels=layer.attrs["channels"], lanes=t_in.lanes,
+                                           bits=t_in.bits)
 
 
 def _payload_layout(t):

@@ -42,6 +42,17 @@ class Upsample(wiring.Component):
     ``W * C/PE + 1`` (first input row, then the read register).
     """
 
+    #: input rows the buffer holds (ping-pong: one written while the other is read ``f`` times)
+    ROW_SLOTS = 2
+
+    @staticmethod
+    def buffer_memory(*, ifm_dim, channels: int, lanes: int, bits: int = 8) -> tuple[int, int]:
+        """``(depth, word_bits)`` of the row-buffer ``Memory`` this component builds for these
+        constructor arguments: ``ROW_SLOTS * W * C/lanes`` words (two input rows) of
+        ``lanes*bits`` bits; the compiler's estimate reads it (:func:`hw.registry.buffer_memory`).
+        No validation (the constructor's)."""
+        return Upsample.ROW_SLOTS * int(ifm_dim[1]) * (channels // lanes), lanes * bits
+
     def __init__(self, *, factor: int, ifm_dim, channels: int, lanes: int, bits: int = 8,
                  signed: bool = False, ram_style: str = "auto"):
         self.ram_style = check_ram_style("Upsample", ram_style)
@@ -58,7 +69,8 @@ class Upsample(wiring.Component):
         self.channels, self.lanes, self.bits, self.is_signed = channels, lanes, bits, signed
         self.folds = channels // lanes
         self.row_words = w * self.folds
-        self.buffer_words = 2 * self.row_words
+        self.buffer_words, self.word_bits = self.buffer_memory(
+            ifm_dim=(h, w), channels=channels, lanes=lanes, bits=bits)
         self.frame_in_beats = h * self.row_words
         self.frame_out_beats = h * w * self.factor ** 2 * self.folds
         shape = signed_shape(bits) if signed else unsigned(bits)
@@ -73,7 +85,7 @@ class Upsample(wiring.Component):
         m = Module()
         H, W, F, f = self.height, self.width, self.folds, self.factor
         RW = self.row_words
-        m.submodules.mem = mem = Memory(shape=unsigned(self.lanes * self.bits),
+        m.submodules.mem = mem = Memory(shape=unsigned(self.word_bits),
                                         depth=self.buffer_words, init=[],
                                         attrs=memory_attrs(self.ram_style, read_only=False))
         wp = mem.write_port()

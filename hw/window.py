@@ -39,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 from hw.memory_style import check_ram_style, memory_attrs
 from sw.golden import conv_output_dim
 
-__all__ = ["SlidingWindowGenerator", "DeformableSampler"]
+__all__ = ["SlidingWindowGenerator", "DeformableSampler", "line_buffer_memory"]
 
 
 def _max(a, b):
@@ -52,6 +52,29 @@ def _min(a, b):
 
 def _lane_layout(bits: int, is_signed: bool, lanes: int) -> data.ArrayLayout:
     return data.ArrayLayout(signed(bits) if is_signed else unsigned(bits), lanes)
+
+
+def line_buffer_memory(*, width: int, channels: int, lanes: int, bits: int, row_span: int,
+                       row_stride: int) -> tuple[int, int, int]:
+    """Geometry of the line buffer of :class:`_LineBufferWindow` (module docstring, "Buffer").
+
+    The component builds its ``Memory`` from these numbers, and the compiler's estimate
+    (:func:`hw.registry.buffer_memory`, :func:`sw.estimate.layer_resources`) reads them here, so
+    the two cannot drift apart.
+
+    Args:
+        width: W, input pixels per row. channels: C. lanes: values per beat (``C % lanes == 0``).
+        bits: bits per value. row_span: input rows one output row's taps span, minus 1
+            (``(K-1)*dilation``; ``2N`` for the deformable sampler). row_stride: input rows
+            between consecutive output rows (the stride; 1 for the sampler).
+
+    Returns:
+        ``(rows, depth, word_bits)``: ``rows = row_span + 1 + row_stride`` row slots (the taps'
+        rows plus the ``row_stride`` rows the writer fills ahead while they are read), ``depth =
+        rows * W * C/lanes`` words of ``word_bits = lanes * bits`` bits.
+    """
+    rows = row_span + 1 + row_stride
+    return rows, rows * width * (channels // lanes), lanes * bits
 
 
 class _LineBufferWindow(wiring.Component):
@@ -78,10 +101,11 @@ class _LineBufferWindow(wiring.Component):
         self.row_stride, self.row_pad, self.row_span = row_stride, row_pad, row_span
         self.out_rows = out_rows
         self.beats_per_out_row = beats_per_out_row
-        #: row slots in the line buffer (see module docstring)
-        self.rows = row_span + 1 + row_stride
-        #: line-buffer size in words of ``lanes*bits`` bits
-        self.buffer_words = self.rows * width * self.folds
+        #: row slots in the line buffer, its size in words and the word width in bits
+        #: (:func:`line_buffer_memory`)
+        self.rows, self.buffer_words, self.word_bits = line_buffer_memory(
+            width=width, channels=channels, lanes=lanes, bits=bits, row_span=row_span,
+            row_stride=row_stride)
         self.frame_in_beats = height * width * self.folds
         self.frame_out_beats = out_rows * beats_per_out_row
         self.payload_layout = _lane_layout(bits, is_signed, lanes)
@@ -165,7 +189,7 @@ class _LineBufferWindow(wiring.Component):
         S, P, SPAN, OH = self.row_stride, self.row_pad, self.row_span, self.out_rows
         cs = self._coord_shape
 
-        m.submodules.mem = mem = Memory(shape=unsigned(self.lanes * self.bits),
+        m.submodules.mem = mem = Memory(shape=unsigned(self.word_bits),
                                         depth=self.buffer_words, init=[],
                                         attrs=memory_attrs(self.ram_style, read_only=False))
         wp = mem.write_port()
@@ -295,6 +319,17 @@ class SlidingWindowGenerator(_LineBufferWindow):
     (``stride*W > K*K*OW``, e.g. 1x1 stride 2) take longer, and the model covers that exactly.
     """
 
+    @staticmethod
+    def buffer_memory(*, ifm_dim: tuple[int, int], channels: int, kernel: int, stride: int,
+                      dilation: int = 1, lanes: int, bits: int = 8) -> tuple[int, int]:
+        """``(depth, word_bits)`` of the line-buffer ``Memory`` this component builds for these
+        constructor arguments: ``((K-1)*dilation + 1 + stride) * W * C/lanes`` words of
+        ``lanes*bits`` bits (:func:`line_buffer_memory`). No validation (the constructor's)."""
+        _, depth, word_bits = line_buffer_memory(
+            width=int(ifm_dim[1]), channels=channels, lanes=lanes, bits=bits,
+            row_span=(kernel - 1) * dilation, row_stride=stride)
+        return depth, word_bits
+
     def __init__(self, *, ifm_dim: tuple[int, int], channels: int, kernel: int, stride: int,
                  pad: int, dilation: int = 1, lanes: int, depthwise: bool, bits: int = 8,
                  signed: bool = False, ram_style: str = "auto"):
@@ -397,6 +432,17 @@ class DeformableSampler(_LineBufferWindow):
     Flow: features are taken up to ``2N+2`` rows ahead of the output, independently of the
     offsets; the first output needs ``N+1`` feature rows and the first offset.
     """
+
+    @staticmethod
+    def buffer_memory(*, ifm_dim: tuple[int, int], channels: int, max_offset: int = 7,
+                      lanes: int, bits: int = 8) -> tuple[int, int]:
+        """``(depth, word_bits)`` of the line-buffer ``Memory`` this component builds for these
+        constructor arguments: ``(2N + 2) * W * C/lanes`` words of ``lanes*bits`` bits
+        (:func:`line_buffer_memory` with span ``2N``, stride 1). No validation."""
+        _, depth, word_bits = line_buffer_memory(
+            width=int(ifm_dim[1]), channels=channels, lanes=lanes, bits=bits,
+            row_span=2 * max_offset, row_stride=1)
+        return depth, word_bits
 
     def __init__(self, *, ifm_dim: tuple[int, int], channels: int, max_offset: int = 7,
                  lanes: int, bits: int = 8, offset_bits: int | None = None,
