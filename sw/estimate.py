@@ -24,6 +24,16 @@ Models (sources):
   one otherwise. Adder tree ``(W+A)*(2*SIMD-1)`` and accumulator ``acc_bits`` LUTs per PE;
   ``c0 = 300`` LUTs of control per MVAU/VVAU (FINN's constant). Requantiser: one DSP48 per
   lane (16-bit multiplier x accumulator). Stream layers: ``2 * lanes * bits`` LUTs + 50.
+* Pixel buffers, sized by the hardware itself (:func:`hw.registry.buffer_memory`, from the
+  numbers each component builds its ``Memory`` from, so estimate and RTL cannot drift apart):
+  a sliding window generator's line buffer holds ``(K-1)*dilation + 1 + stride`` rows, the
+  deformable sampler's ``2N + 2``, the upsampler's 2 (ping-pong), each row ``W * C/lanes``
+  words of ``lanes*bits`` bits; memory as above, plus ``200 + 2*lanes*bits`` LUTs of
+  address and control logic. ChannelShuffle keeps its two pixels in registers
+  (:func:`hw.registry.buffer_registers`): ``2*C*bits`` flip-flops (field ``ffs``, not a
+  fitted resource: a Zynq part has two flip-flops per LUT), no memory and no ``ram_style``;
+  LUTs ``lanes*bits`` output multiplexers of ``2*C/lanes`` inputs (:func:`mux_luts`), one
+  LUT per register-group write enable (``2*C/lanes``), 50 of control.
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ class LayerEstimate:
     luts: int = 0  # logic LUTs incl. LUTRAM
     dsps: int = 0
     dram_bytes_per_frame: int = 0  # external weights only
+    buffer_bits: int = 0  # bits of the pixel buffer (memory depth x width, or registers)
+    ffs: int = 0  # flip-flops of register pixel buffers (ChannelShuffle); others not counted
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -160,6 +172,16 @@ def _memory(depth: int, width: int, style: str) -> tuple[int, int, int]:
     return bram18_for(depth, width), 0, 0
 
 
+def mux_luts(inputs: int) -> int:
+    """LUTs of a one-bit ``inputs``-to-1 multiplexer on a 7-series / UltraScale fabric:
+    ``ceil(n/4)`` LUT6s (a LUT6 is a 4:1 mux) whose outputs the slice's MUXF7/MUXF8 combine up
+    to 16:1 without LUTs (Xilinx UG474, CLB multiplexers); above 16 inputs a further
+    ``ceil(n/16)``-to-1 level, recursively. 0 for ``inputs <= 1``."""
+    if inputs <= 1:
+        return 0
+    return math.ceil(inputs / 4) + (mux_luts(math.ceil(inputs / 16)) if inputs > 16 else 0)
+
+
 def products_per_dsp(w_bits: int, a_bits: int) -> int:
     """Products one DSP48 computes per cycle: 2 for narrow operands (WP486 packing), else 1."""
     return 2 if w_bits + a_bits <= 13 else 1
@@ -173,14 +195,21 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
         mult_style: ``lut`` or ``dsp`` for the MVAU/VVAU products.
         mem_style: ``auto`` (LUTRAM if shallow, else BRAM), ``bram``, ``lutram`` or ``uram``
             for the layer's memory: MVAU/VVAU weights, Requant parameters, or the line /
-            ping-pong buffer of a SlidingWindow, DeformableSampler, Upsample, ChannelShuffle
-            (FINN's ``ram_style`` of MVAU, Thresholding and ConvolutionInputGenerator).
+            ping-pong buffer of a SlidingWindow, DeformableSampler, Upsample (FINN's
+            ``ram_style`` of MVAU, Thresholding and ConvolutionInputGenerator); ignored by
+            layers without a memory (ChannelShuffle's buffers are registers).
 
     Returns:
-        ``{"bram18", "uram", "lutram_luts", "luts", "dsps", "weight_bits", "dram_bytes_per_frame"}``.
+        ``{"bram18", "uram", "lutram_luts", "luts", "dsps", "weight_bits", "dram_bytes_per_frame",
+        "buffer_bits", "ffs"}``; ``buffer_bits`` is the pixel buffer's size in bits (memory
+        ``depth * word_bits`` of a SlidingWindow/DeformableSampler/Upsample, flip-flops of a
+        ChannelShuffle), exactly what the component builds.
     """
+    from hw import registry
+
     a, f = layer.attrs, layer.folding
-    r = dict(bram18=0, uram=0, lutram_luts=0, luts=0, dsps=0, weight_bits=0, dram_bytes_per_frame=0)
+    r = dict(bram18=0, uram=0, lutram_luts=0, luts=0, dsps=0, weight_bits=0, dram_bytes_per_frame=0,
+             buffer_bits=0, ffs=0)
     if layer.op in ("MVAU", "VVAU"):
         pe = f.get("PE", 1)
         simd = f.get("SIMD", 1)
@@ -207,22 +236,16 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
         r["bram18"], r["uram"], r["lutram_luts"] = _memory(c // lanes, lanes * (16 + a["acc_bits"] + 16), mem_style)
         r["dsps"] = lanes
         r["luts"] = 50 + lanes * 2 * graph.tensors[layer.outputs[0]].bits + r["lutram_luts"]
-    elif layer.op in ("SlidingWindow", "DeformableSampler", "Upsample", "ChannelShuffle"):
-        t = graph.tensors[layer.inputs[0]]
-        lanes = _lanes_out(graph, layer)
-        h, w = a.get("ifm_dim", t.shape[:2])
-        c = t.shape[2]
-        if layer.op == "SlidingWindow":
-            rows = (a["kernel"] - 1) * a["dilation"] + 2  # K rows + the one being written
-        elif layer.op == "DeformableSampler":
-            rows = 2 * a["max_offset"] + 2
-        elif layer.op == "Upsample":
-            rows = 1
-        else:
-            rows, w = 2, 1  # one-pixel ping-pong
-        depth, width = rows * w * c // lanes, lanes * t.bits
+    elif layer.op in ("SlidingWindow", "DeformableSampler", "Upsample"):
+        # the memory the component builds (module docstring, "Pixel buffers")
+        depth, width = registry.buffer_memory(graph, layer)
+        r["buffer_bits"] = depth * width
         r["bram18"], r["uram"], r["lutram_luts"] = _memory(depth, width, mem_style)
-        r["luts"] = 200 + 2 * lanes * t.bits + r["lutram_luts"]
+        r["luts"] = 200 + 2 * width + r["lutram_luts"]
+    elif layer.op == "ChannelShuffle":
+        regs = registry.buffer_registers(graph, layer)
+        r["buffer_bits"] = r["ffs"] = regs["ffs"]
+        r["luts"] = 50 + regs["mux_inputs"] + regs["mux_outputs"] * mux_luts(regs["mux_inputs"])
     else:  # Duplicate, WidthConverter, MaxPool, Concat, ChannelSplit, Add: registers and muxes
         t = graph.tensors[layer.inputs[0]]
         lanes = max(_lanes_in(graph, layer), _lanes_out(graph, layer))
@@ -263,7 +286,8 @@ def totals(estimates: list[LayerEstimate], clock_mhz: float) -> dict:
     """Whole-accelerator figures: II (cycles), fps at ``clock_mhz``, MACs, resources, DRAM GB/s."""
     bn = bottleneck(estimates)
     fps = clock_mhz * 1e6 / bn.cycles
-    keys = ("macs", "bram18", "uram", "lutram_luts", "luts", "dsps", "weight_bits", "dram_bytes_per_frame")
+    keys = ("macs", "bram18", "uram", "lutram_luts", "luts", "dsps", "weight_bits", "dram_bytes_per_frame",
+            "buffer_bits", "ffs")
     t = {k: int(sum(getattr(e, k) for e in estimates)) for k in keys}
     t.update(ii_cycles=bn.cycles, bottleneck=bn.name, clock_mhz=clock_mhz, fps=fps,
              dram_gbps=t["dram_bytes_per_frame"] * fps / 1e9, gmac_per_frame=t["macs"] / 1e9)

@@ -28,7 +28,9 @@ from sw.hwgraph import HWGraph, write_text_atomic
 
 #: ops whose memory holds parameters (weights, requantisation constants); others buffer pixels
 WEIGHT_OPS = ("MVAU", "VVAU", "Requant")
-BUFFER_OPS = ("SlidingWindow", "DeformableSampler", "Upsample", "ChannelShuffle")
+BUFFER_OPS = ("SlidingWindow", "DeformableSampler", "Upsample")
+#: ops that buffer pixels in registers (flip-flops, no memory: ChannelShuffle)
+REGISTER_OPS = ("ChannelShuffle",)
 REPORT_FILES = ("estimates.md", "estimates.json", "estimates.png")
 
 SOURCES = [
@@ -38,6 +40,10 @@ SOURCES = [
     "II = largest per-layer cycle count (FINN's bottleneck definition); fps = clock / II",
     "memory: FINN MatrixVectorActivation.bram_estimation (BRAM18 aspect ratios 16Kx1 .. 512x36), "
     "LUTRAM width*ceil(depth/64) LUTs for depth <= 128, URAM 4K x 72 (FINN uram_estimation)",
+    "pixel buffers: the depth x width of the memory each hw/ component builds (hw.registry."
+    "buffer_memory: (K-1)*dilation+1+stride rows per sliding window, 2N+2 per deformable sampler, "
+    "2 per upsampler); ChannelShuffle's two pixels are flip-flops (hw.registry.buffer_registers) "
+    "with LUT multiplexers (UG474: 4:1 per LUT6, MUXF7/F8 to 16:1)",
     "LUT: FINN-R (Blott et al. 2018) (2*ceil((W+A)/6)-1)*(W+A) per LUT product, adder tree "
     "(W+A)*(2*SIMD-1), accumulator, c0 = 300 per MVAU/VVAU",
     "DSP: two W4xA8 products per DSP48 (Xilinx WP486 packing) when W+A <= 13, one per requantiser lane",
@@ -47,6 +53,8 @@ SOURCES = [
 
 
 def _mem_kind(op: str) -> str:
+    if op in REGISTER_OPS:
+        return "registers"
     return "weights" if op in WEIGHT_OPS else "buffer" if op in BUFFER_OPS else "-"
 
 
