@@ -23,21 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from sw.hwgraph import write_text_atomic
+
 #: the forms in Table 1 order: plain 3x3, then the deformable forms towards the hardware one
 FORMS = ("plain", "full", "depthwise", "bounded", "square", "rounded")
 HW_FORM = "rounded"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _run(cmd: list[str], log: Path) -> float:
@@ -129,7 +124,7 @@ def main(argv=None) -> int:
         for f in forms:
             rows.append(run_one(f"{f} float", ["--float", "--decoder-form", f, "--epochs",
                                                str(args.epochs)], out / f"{f}_float", args))
-            _write_atomic(out / "ablation.md", table_md(rows, args))
+            write_text_atomic(out / "ablation.md", table_md(rows, args))
         if HW_FORM in forms and args.qat_epochs > 0:
             parent = out / f"{HW_FORM}_float" / "final.pt"
             rows.append(run_one(f"{HW_FORM} W4A8", ["--decoder-form", HW_FORM, "--init",
@@ -138,10 +133,10 @@ def main(argv=None) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    _write_atomic(out / "ablation.json", json.dumps({"config": args.config, "epochs": args.epochs,
+    write_text_atomic(out / "ablation.json", json.dumps({"config": args.config, "epochs": args.epochs,
                                                       "qat_epochs": args.qat_epochs, "rows": rows},
                                                      indent=1))
-    _write_atomic(out / "ablation.md", table_md(rows, args))
+    write_text_atomic(out / "ablation.md", table_md(rows, args))
     print(table_md(rows, args))
     return 0
 
