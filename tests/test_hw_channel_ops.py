@@ -108,9 +108,10 @@ def test_split_slow(tmp_path, case):
 # ---- ChannelShuffle --------------------------------------------------------------------------
 
 def run_shuffle(tmp_path, name, *, hw, c, groups, lanes, bits=8, is_signed=False, frames=2,
-                seed=0, runs=None, simulator="verilator"):
+                seed=0, runs=None, simulator="verilator", ram_style="auto"):
     rng = np.random.default_rng(seed)
-    dut = ChannelShuffle(groups=groups, channels=c, lanes=lanes, bits=bits, signed=is_signed)
+    dut = ChannelShuffle(groups=groups, channels=c, lanes=lanes, bits=bits, signed=is_signed,
+                         ram_style=ram_style)
     xs = frames_of(rng, frames, (*hw, c), bits, is_signed)
     exp = [golden.channel_shuffle(x, groups) for x in xs]
     res = run_multistream(
@@ -121,9 +122,13 @@ def run_shuffle(tmp_path, name, *, hw, c, groups, lanes, bits=8, is_signed=False
 
 
 @pytest.mark.parametrize("simulator", ["verilator", ICARUS])
-def test_shuffle(tmp_path, simulator):
-    run_shuffle(tmp_path, "cshuf", hw=(3, 4), c=8, groups=2, lanes=2, seed=5,
-                simulator=simulator)
+@pytest.mark.parametrize("case", [
+    dict(c=8, groups=2, lanes=2),  # both lanes of every beat in one bank: 2 read ports
+    dict(c=9, groups=3, lanes=1),  # PE 1, odd C/PE
+    dict(c=12, groups=2, lanes=4),  # PE 4 does not divide C/g = 6; C/PE = 3
+], ids=["c8_l2", "c9_g3_l1", "c12_l4_odd"])
+def test_shuffle(tmp_path, simulator, case):
+    run_shuffle(tmp_path, "cshuf", hw=(3, 4), seed=5, simulator=simulator, **case)
 
 
 @pytest.mark.slow
@@ -132,7 +137,15 @@ def test_shuffle(tmp_path, simulator):
     dict(hw=(3, 5), c=6, groups=2, lanes=1),
     dict(hw=(2, 3), c=8, groups=4, lanes=8),  # one beat per pixel
     dict(hw=(3, 3), c=16, groups=2, lanes=2),
-], ids=["g3_l4", "l1", "one_beat", "c16"])
+    dict(hw=(3, 3), c=6, groups=2, lanes=2),  # C/PE = 3, C/g = 3 odd: 1 port, 2-way crossbar
+    dict(hw=(2, 3), c=10, groups=2, lanes=2, bits=4),  # C/PE = 5
+    dict(hw=(2, 2), c=116, groups=2, lanes=4, ram_style="distributed"),  # C/PE = 29
+    dict(hw=(2, 2), c=232, groups=2, lanes=1, ram_style="block"),  # the compiler's PE
+    dict(hw=(3, 3), c=12, groups=2, lanes=3),  # PE not a power of two
+    dict(hw=(3, 3), c=9, groups=3, lanes=3, is_signed=True),  # 3 read ports per bank
+    dict(hw=(2, 3), c=4, groups=2, lanes=4),  # one beat per pixel, g = 2
+], ids=["g3_l4", "l1", "one_beat", "c16", "c6_l2", "c10_l2_u4", "c116_l4", "c232_l1", "l3",
+        "g3_l3", "one_beat_g2"])
 def test_shuffle_slow(tmp_path, case):
     run_shuffle(tmp_path, "cshuf_slow", seed=6, frames=3, **case)
 
@@ -197,6 +210,39 @@ def test_channel_ops_rules():
     assert Add(channels=4, lanes=2).expected_cycles(10) == 22
     sh = ChannelShuffle(groups=2, channels=8, lanes=2)
     assert [sh.source_channel(o) for o in range(8)] == [0, 4, 1, 5, 2, 6, 3, 7]
+    with pytest.raises(ValueError, match=r"ChannelShuffle: ram_style must be one of"):
+        ChannelShuffle(groups=2, channels=8, lanes=2, ram_style="registers")
+
+
+def test_shuffle_banks_and_read_ports():
+    # bank = channel % PE, row = channel // PE; (bank, port, row) per output lane and beat
+    sched = ChannelShuffle.schedule(groups=2, channels=8, lanes=2)
+    assert sched == [[(0, 0, 0), (0, 1, 2)], [(1, 0, 0), (1, 1, 2)],
+                     [(0, 0, 1), (0, 1, 3)], [(1, 0, 1), (1, 1, 3)]]
+    assert ChannelShuffle.read_ports(groups=2, channels=8, lanes=2) == [2, 2]
+    assert ChannelShuffle.crossbar(groups=2, channels=8, lanes=2) == {
+        "lane_inputs": [2, 2], "port_inputs": [1, 1, 1, 1]}
+    # PE 1: one bank, one port, no crossbar (the detector's shuffles)
+    assert ChannelShuffle.read_ports(groups=2, channels=232, lanes=1) == [1]
+    assert ChannelShuffle.crossbar(groups=2, channels=232, lanes=1) == {
+        "lane_inputs": [1], "port_inputs": [1]}
+    assert ChannelShuffle.buffer_memory(channels=232, lanes=1) == (464, 8)
+    # C/g = 58 is 2 mod PE 4: the two groups of a beat fall in disjoint banks
+    assert ChannelShuffle.read_ports(groups=2, channels=116, lanes=4) == [1, 1, 1, 1]
+    assert ChannelShuffle.buffer_memory(channels=116, lanes=4, bits=4) == (58, 4)
+    # at most g ports per bank (lanes of one group read consecutive channels)
+    assert ChannelShuffle.read_ports(groups=3, channels=12, lanes=4) == [3, 2, 2, 3]
+    assert ChannelShuffle.read_ports(groups=3, channels=9, lanes=3) == [3, 3, 3]
+    assert ChannelShuffle.read_ports(groups=4, channels=8, lanes=8) == [1] * 8
+    for g, c, lanes in [(2, 8, 2), (2, 6, 2), (2, 116, 4), (3, 12, 4), (2, 12, 3)]:
+        sched = ChannelShuffle.schedule(groups=g, channels=c, lanes=lanes)
+        sh = ChannelShuffle(groups=g, channels=c, lanes=lanes)
+        sh._MustUse__silence = True
+        got = {(bank, row) for beat in sched for bank, _, row in beat}
+        assert len(got) == c  # every channel read exactly once per pixel
+        for b, beat in enumerate(sched):
+            for l, (bank, _, row) in enumerate(beat):
+                assert row * lanes + bank == sh.source_channel(b * lanes + l)
 
 
 def test_channel_ops_convert():
