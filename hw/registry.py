@@ -18,8 +18,7 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     The folding's FINN attributes reach the component: ``PE``/``SIMD``, ``resType`` (MVAU
     multipliers) and ``ram_style`` (``auto`` when absent) of the memory of an MVAU, VVAU,
     Requant, SlidingWindow, DeformableSampler or Upsample, written as a Verilog attribute on
-    it (:mod:`hw.memory_style`). ChannelShuffle's pixel buffers are registers, so it takes no
-    ``ram_style`` (:func:`sw.folding.apply_folding` refuses one other than ``auto``).
+    it (:mod:`hw.memory_style`); likewise the banked pixel buffer of a ChannelShuffle.
 
     Raises:
         ValueError: an op without hardware, a MaxPool on a signed input, or a folding the
@@ -84,7 +83,7 @@ def build_layer(graph: HWGraph, layer: HWLayer):
         return ChannelSplit(sizes=list(a["sizes"]), lanes=lanes, bits=bits, signed=sgn)
     if layer.op == "ChannelShuffle":
         return ChannelShuffle(groups=a["groups"], channels=a["channels"], lanes=lanes, bits=bits,
-                              signed=sgn)
+                              signed=sgn, ram_style=ram_style)
     if layer.op == "Add":
         return Add(channels=t_out.shape[-1], lanes=lanes, in_bits=bits, in_signed=sgn,
                    out_bits=a["out_bits"], out_signed=t_out.signed)
@@ -93,11 +92,13 @@ def build_layer(graph: HWGraph, layer: HWLayer):
 
 def buffer_memory(graph: HWGraph, layer: HWLayer) -> tuple[int, int] | None:
     """``(depth, word_bits)`` of the pixel-buffer ``amaranth.lib.memory.Memory`` that
-    :func:`build_layer` gives a SlidingWindow, DeformableSampler or Upsample layer, from the
+    :func:`build_layer` gives a SlidingWindow, DeformableSampler, Upsample or ChannelShuffle
+    layer (for a ChannelShuffle: each of its ``PE`` banks, :func:`buffer_read_ports`), from the
     component's own ``buffer_memory`` (the numbers its constructor builds the memory from), with
     the arguments :func:`build_layer` passes; ``None`` for other ops (no pixel-buffer memory).
     The compiler's memory estimate (:func:`sw.estimate.layer_resources`) uses it without
     building the component."""
+    from hw.channel_ops import ChannelShuffle
     from hw.upsample import Upsample
     from hw.window import DeformableSampler, SlidingWindowGenerator
 
@@ -115,20 +116,35 @@ def buffer_memory(graph: HWGraph, layer: HWLayer) -> tuple[int, int] | None:
     if layer.op == "Upsample":
         return Upsample.buffer_memory(ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"],
                                       lanes=t_in.lanes, bits=t_in.bits)
+    if layer.op == "ChannelShuffle":
+        return ChannelShuffle.buffer_memory(channels=a["channels"], lanes=t_in.lanes,
+                                            bits=t_in.bits)
     return None
 
 
-def buffer_registers(graph: HWGraph, layer: HWLayer) -> dict[str, int] | None:
-    """Register pixel buffers of a ChannelShuffle layer as :func:`build_layer` builds it
-    (:meth:`hw.channel_ops.ChannelShuffle.buffer_registers`: flip-flops and the output
-    multiplexer's size); ``None`` for other ops."""
+def buffer_read_ports(graph: HWGraph, layer: HWLayer) -> list[int] | None:
+    """Read ports of each bank of a ChannelShuffle layer's pixel buffer as :func:`build_layer`
+    builds it (:meth:`hw.channel_ops.ChannelShuffle.read_ports`, one entry per bank, each bank a
+    :func:`buffer_memory` memory); ``None`` for other ops (one memory, one read port)."""
     from hw.channel_ops import ChannelShuffle
 
     if layer.op != "ChannelShuffle":
         return None
-    t_in = graph.tensors[layer.inputs[0]]
-    return ChannelShuffle.buffer_registers(channels=layer.attrs["channels"], lanes=t_in.lanes,
-                                           bits=t_in.bits)
+    return ChannelShuffle.read_ports(groups=layer.attrs["groups"],
+                                     channels=layer.attrs["channels"],
+                                     lanes=graph.tensors[layer.inputs[0]].lanes)
+
+
+def read_crossbar(graph: HWGraph, layer: HWLayer) -> dict[str, list[int]] | None:
+    """Multiplexer sizes of a ChannelShuffle layer's read side as :func:`build_layer` builds it
+    (:meth:`hw.channel_ops.ChannelShuffle.crossbar`: ``lane_inputs`` per output lane,
+    ``port_inputs`` per read port); ``None`` for other ops."""
+    from hw.channel_ops import ChannelShuffle
+
+    if layer.op != "ChannelShuffle":
+        return None
+    return ChannelShuffle.crossbar(groups=layer.attrs["groups"], channels=layer.attrs["channels"],
+                                   lanes=graph.tensors[layer.inputs[0]].lanes)
 
 
 def _payload_layout(t):

@@ -29,11 +29,16 @@ Models (sources):
   a sliding window generator's line buffer holds ``(K-1)*dilation + 1 + stride`` rows, the
   deformable sampler's ``2N + 2``, the upsampler's 2 (ping-pong), each row ``W * C/lanes``
   words of ``lanes*bits`` bits; memory as above, plus ``200 + 2*lanes*bits`` LUTs of
-  address and control logic. ChannelShuffle keeps its two pixels in registers
-  (:func:`hw.registry.buffer_registers`): ``2*C*bits`` flip-flops (field ``ffs``, not a
-  fitted resource: a Zynq part has two flip-flops per LUT), no memory and no ``ram_style``;
-  LUTs ``lanes*bits`` output multiplexers of ``2*C/lanes`` inputs (:func:`mux_luts`), one
-  LUT per register-group write enable (``2*C/lanes``), 50 of control.
+  address and control logic. ChannelShuffle keeps its two pixels in ``lanes`` banks, each a
+  memory of ``2*C/lanes`` words of ``bits`` bits (:func:`hw.registry.buffer_memory`), with
+  as many read ports as output lanes can hit the bank in one beat
+  (:func:`hw.registry.buffer_read_ports`; 1 at PE 1): each read port is a copy of the bank
+  (LUTRAM replicates per read port; a simple-dual-port BRAM has one read port), so memory =
+  copies x one bank's BRAM18 / URAM / LUTRAM, under ``ram_style`` like the others; LUTs 50 of
+  control, one ``addr_bits`` adder per lane counter, per read port and for the write address,
+  and the read crossbar (:func:`hw.registry.read_crossbar`: ``bits`` multiplexers of
+  :func:`mux_luts` per output lane, ``addr_bits`` per read port whose address comes from
+  several lanes).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ class LayerEstimate:
     dsps: int = 0
     dram_bytes_per_frame: int = 0  # external weights only
     buffer_bits: int = 0  # bits of the pixel buffer (memory depth x width, or registers)
-    ffs: int = 0  # flip-flops of register pixel buffers (ChannelShuffle); others not counted
+    ffs: int = 0  # flip-flops of register pixel buffers (none since ChannelShuffle has memories)
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -196,14 +201,14 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
         mem_style: ``auto`` (LUTRAM if shallow, else BRAM), ``bram``, ``lutram`` or ``uram``
             for the layer's memory: MVAU/VVAU weights, Requant parameters, or the line /
             ping-pong buffer of a SlidingWindow, DeformableSampler, Upsample (FINN's
-            ``ram_style`` of MVAU, Thresholding and ConvolutionInputGenerator); ignored by
-            layers without a memory (ChannelShuffle's buffers are registers).
+            ``ram_style`` of MVAU, Thresholding and ConvolutionInputGenerator), or the banked
+            pixel buffer of a ChannelShuffle; ignored by layers without a memory.
 
     Returns:
         ``{"bram18", "uram", "lutram_luts", "luts", "dsps", "weight_bits", "dram_bytes_per_frame",
         "buffer_bits", "ffs"}``; ``buffer_bits`` is the pixel buffer's size in bits (memory
-        ``depth * word_bits`` of a SlidingWindow/DeformableSampler/Upsample, flip-flops of a
-        ChannelShuffle), exactly what the component builds.
+        ``depth * word_bits`` of a SlidingWindow/DeformableSampler/Upsample, ``PE`` banks of
+        that of a ChannelShuffle), exactly what the component builds; ``ffs`` is 0.
     """
     from hw import registry
 
@@ -243,9 +248,19 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
         r["bram18"], r["uram"], r["lutram_luts"] = _memory(depth, width, mem_style)
         r["luts"] = 200 + 2 * width + r["lutram_luts"]
     elif layer.op == "ChannelShuffle":
-        regs = registry.buffer_registers(graph, layer)
-        r["buffer_bits"] = r["ffs"] = regs["ffs"]
-        r["luts"] = 50 + regs["mux_inputs"] + regs["mux_outputs"] * mux_luts(regs["mux_inputs"])
+        # PE banks of the memory the component builds, one copy per read port (docstring)
+        depth, width = registry.buffer_memory(graph, layer)
+        ports = registry.buffer_read_ports(graph, layer)
+        xbar = registry.read_crossbar(graph, layer)
+        r["buffer_bits"] = len(ports) * depth * width
+        copies = sum(ports)
+        bram18, uram, lutram = _memory(depth, width, mem_style)
+        r["bram18"], r["uram"], r["lutram_luts"] = copies * bram18, copies * uram, copies * lutram
+        addr_bits = max(1, (depth - 1).bit_length())
+        r["luts"] = (50 + (len(ports) + copies + 1) * addr_bits
+                     + width * sum(mux_luts(n) for n in xbar["lane_inputs"])
+                     + addr_bits * sum(mux_luts(n) for n in xbar["port_inputs"])
+                     + r["lutram_luts"])
     else:  # Duplicate, WidthConverter, MaxPool, Concat, ChannelSplit, Add: registers and muxes
         t = graph.tensors[layer.inputs[0]]
         lanes = max(_lanes_in(graph, layer), _lanes_out(graph, layer))

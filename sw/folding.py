@@ -92,12 +92,6 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
             if entry["ram_style"] not in RAM_STYLES:
                 raise _fail(layer, f"ram_style must be one of {RAM_STYLES}, got {entry['ram_style']!r}")
             layer.folding = {**layer.folding, "ram_style": entry["ram_style"]}
-        own_style = config.get(layer.name, {}).get("ram_style", "auto")
-        if layer.op in REGISTER_BUFFER_OPS and own_style != "auto":
-            # "auto" (what earlier foldings wrote for it) means no attribute, which is the truth
-            raise _fail(layer, f"ram_style {own_style!r} has no memory to apply to: its pixel "
-                               f"buffers are registers (only 'auto' is accepted; layers with a "
-                               f"memory: {', '.join(MEMORY_OPS)})")
     _propagate_lanes(g)
     return g
 
@@ -106,11 +100,11 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
 STREAM_OPS = ("MaxPool", "Upsample", "Concat", "ChannelSplit", "ChannelShuffle", "Add")
 MEM_MODES = ("internal", "external")
 #: FINN's ``ram_style`` values, and the layers with a memory it applies to (weights, Requant
-#: parameters, line / ping-pong row buffers; see :func:`sw.estimate.layer_resources`)
+#: parameters, line / ping-pong row buffers, ChannelShuffle's banked ping-pong pixel buffer;
+#: see :func:`sw.estimate.layer_resources`)
 RAM_STYLES = ("auto", "block", "distributed", "ultra")
-MEMORY_OPS = ("MVAU", "VVAU", "Requant", "SlidingWindow", "DeformableSampler", "Upsample")
-#: layers that buffer pixels in registers (hw.channel_ops.ChannelShuffle), so no ``ram_style``
-REGISTER_BUFFER_OPS = ("ChannelShuffle",)
+MEMORY_OPS = ("MVAU", "VVAU", "Requant", "SlidingWindow", "DeformableSampler", "Upsample",
+              "ChannelShuffle")
 
 
 def _mem_mode(layer: HWLayer, mode: str) -> str:

@@ -28,9 +28,7 @@ from sw.hwgraph import HWGraph, write_text_atomic
 
 #: ops whose memory holds parameters (weights, requantisation constants); others buffer pixels
 WEIGHT_OPS = ("MVAU", "VVAU", "Requant")
-BUFFER_OPS = ("SlidingWindow", "DeformableSampler", "Upsample")
-#: ops that buffer pixels in registers (flip-flops, no memory: ChannelShuffle)
-REGISTER_OPS = ("ChannelShuffle",)
+BUFFER_OPS = ("SlidingWindow", "DeformableSampler", "Upsample", "ChannelShuffle")
 REPORT_FILES = ("estimates.md", "estimates.json", "estimates.png")
 
 SOURCES = [
@@ -42,8 +40,8 @@ SOURCES = [
     "LUTRAM width*ceil(depth/64) LUTs for depth <= 128, URAM 4K x 72 (FINN uram_estimation)",
     "pixel buffers: the depth x width of the memory each hw/ component builds (hw.registry."
     "buffer_memory: (K-1)*dilation+1+stride rows per sliding window, 2N+2 per deformable sampler, "
-    "2 per upsampler); ChannelShuffle's two pixels are flip-flops (hw.registry.buffer_registers) "
-    "with LUT multiplexers (UG474: 4:1 per LUT6, MUXF7/F8 to 16:1)",
+    "2 per upsampler, 2 pixels in PE banks per channel shuffle, one copy per read port: "
+    "hw.registry.buffer_read_ports); multiplexers at UG474's 4:1 per LUT6, MUXF7/F8 to 16:1",
     "LUT: FINN-R (Blott et al. 2018) (2*ceil((W+A)/6)-1)*(W+A) per LUT product, adder tree "
     "(W+A)*(2*SIMD-1), accumulator, c0 = 300 per MVAU/VVAU",
     "DSP: two W4xA8 products per DSP48 (Xilinx WP486 packing) when W+A <= 13, one per requantiser lane",
@@ -53,8 +51,6 @@ SOURCES = [
 
 
 def _mem_kind(op: str) -> str:
-    if op in REGISTER_OPS:
-        return "registers"
     return "weights" if op in WEIGHT_OPS else "buffer" if op in BUFFER_OPS else "-"
 
 

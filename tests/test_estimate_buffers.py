@@ -1,18 +1,18 @@
 # amaranth: UnusedElaboratable=no
 """The compiler's pixel-buffer estimates equal what the hardware builds: for each shape the
-component is built by ``hw.registry.build_layer``, converted to Verilog, and its memory array
-(or ChannelShuffle's registers) is measured; ``sw.estimate.layer_resources`` must report exactly
-those bits, and BRAM18 / LUTRAM from exactly that depth and width."""
+component is built by ``hw.registry.build_layer``, converted to Verilog, and its memory arrays
+(ChannelShuffle: one per bank) are measured; ``sw.estimate.layer_resources`` must report exactly
+those bits, and BRAM18 / LUTRAM from exactly that depth and width (times the read ports)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import pytest
 from amaranth.back import verilog
 
-from hw.registry import buffer_memory, buffer_registers, build_layer
+from hw.channel_ops import ChannelShuffle
+from hw.registry import buffer_memory, buffer_read_ports, build_layer, read_crossbar
 from sw.autofold import _fit, memory_lut_floor
 from sw.boards import get_board
 from sw.estimate import bram18_for, layer_resources, lutram_luts_for, mux_luts
@@ -22,8 +22,6 @@ from sw.lower import CompileError
 from test_hw_memory_style import memories
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-
-_REG = re.compile(r"reg (?:\[(\d+):0\] )?(buf\d+_\d+) =")
 
 
 def one_layer(op: str, attrs: dict, shape: tuple, out_shape: tuple, lanes: int, bits: int = 8,
@@ -110,21 +108,56 @@ def test_stride_two_and_upsample_figures():
     assert layer_resources(*upsample(32, 32, 64, 2, 1), "lut", "bram")["bram18"] == 2  # 4,096 x 8
 
 
-@pytest.mark.parametrize("c,groups,lanes,bits", [(8, 2, 2, 8), (12, 3, 1, 4), (16, 4, 4, 8)])
-def test_channel_shuffle_is_registers_not_memory(c, groups, lanes, bits):
+@pytest.mark.parametrize("c,groups,lanes,bits,ports", [
+    (8, 2, 2, 8, [2, 2]),  # both lanes of a beat in one bank
+    (12, 3, 1, 4, [1]),
+    (16, 4, 4, 8, [4, 4, 4, 4]),  # C/g = PE: a beat's four lanes in one bank (g ports, the most)
+    (232, 2, 1, 8, [1]),  # the detector's shuffles: one 464 x 8 memory
+    (12, 2, 3, 8, [2, 1, 2]),
+])
+def test_channel_shuffle_is_a_banked_memory(c, groups, lanes, bits, ports):
     graph, layer = shuffle(2, 2, c, groups, lanes, bits)
-    text = verilog.convert(build_layer(graph, layer), name="top")
-    regs = _REG.findall(text)
-    assert len(regs) == 2 * c and all(int(top or 0) + 1 == bits for top, _ in regs)
-    assert not memories(build_layer(graph, layer))  # no memory array at all
-    assert buffer_memory(graph, layer) is None
-    assert buffer_registers(graph, layer) == {"ffs": 2 * c * bits, "mux_inputs": 2 * c // lanes,
-                                              "mux_outputs": lanes * bits}
-    for style in ("auto", "bram", "lutram", "uram"):  # a memory style changes nothing
+    depth = 2 * c // lanes  # two pixel slots of C/PE words per bank
+    found = memories(build_layer(graph, layer))
+    assert found == {f"bank{k}": (f"[{bits - 1}:0]", depth, {}) for k in range(lanes)}
+    assert buffer_memory(graph, layer) == (depth, bits)
+    assert buffer_read_ports(graph, layer) == ports
+    xbar = read_crossbar(graph, layer)
+    addr_bits = (depth - 1).bit_length()
+    logic = (50 + (lanes + sum(ports) + 1) * addr_bits
+             + bits * sum(mux_luts(n) for n in xbar["lane_inputs"])
+             + addr_bits * sum(mux_luts(n) for n in xbar["port_inputs"]))
+    for style in ("auto", "bram", "lutram", "uram"):
         r = layer_resources(graph, layer, "lut", style)
-        assert (r["bram18"], r["uram"], r["lutram_luts"]) == (0, 0, 0)
-        assert r["buffer_bits"] == r["ffs"] == sum(bits for _ in regs) == 2 * c * bits
-        assert r["luts"] == 50 + 2 * c // lanes + lanes * bits * mux_luts(2 * c // lanes)
+        assert r["buffer_bits"] == lanes * depth * bits == 2 * c * bits
+        assert r["ffs"] == 0
+    lut = layer_resources(graph, layer, "lut", "lutram")
+    assert lut["lutram_luts"] == sum(ports) * lutram_luts_for(depth, bits)
+    assert (lut["bram18"], lut["luts"]) == (0, logic + lut["lutram_luts"])
+    blk = layer_resources(graph, layer, "lut", "bram")
+    assert (blk["bram18"], blk["lutram_luts"], blk["luts"]) == (
+        sum(ports) * bram18_for(depth, bits), 0, logic)
+    for style, attr in (("block", "block"), ("distributed", "distributed"), ("ultra", "ultra")):
+        g = apply_folding(graph, {"ChannelShuffle_0": {"PE": lanes, "ram_style": style}})
+        assert {v[2].get("ram_style") for v in memories(build_layer(g, g.layers[0])).values()} \
+            == {attr}
+
+
+def test_channel_shuffle_figures():
+    # one C = 232 shuffle at PE 1 (codenet256 stage 3): 464 x 8 bits, one read port, addresses
+    # of 9 bits, no crossbar: 50 + 3 * 9 = 77 LUTs of logic plus 1 BRAM18 or 64 LUTs of LUTRAM
+    graph, layer = shuffle(16, 16, 232, 2, 1)
+    assert layer_resources(graph, layer, "lut", "bram") | {} == dict(
+        bram18=1, uram=0, lutram_luts=0, luts=77, dsps=0, weight_bits=0,
+        dram_bytes_per_frame=0, buffer_bits=3712, ffs=0)
+    assert layer_resources(graph, layer, "lut", "auto")["bram18"] == 1  # 464 words > 128
+    lut = layer_resources(graph, layer, "lut", "lutram")
+    assert (lut["bram18"], lut["lutram_luts"], lut["luts"]) == (0, 64, 141)
+    # PE 2: two banks of 232 x 8, two read ports each (4 copies), a 2-way crossbar per lane
+    graph, layer = shuffle(16, 16, 232, 2, 2)
+    r = layer_resources(graph, layer, "lut", "lutram")
+    assert buffer_read_ports(graph, layer) == [2, 2]
+    assert (r["lutram_luts"], r["luts"]) == (4 * 32, 50 + 7 * 8 + 2 * 8 * 1 + 4 * 32)
 
 
 def test_mux_luts_follow_lut6_and_f7_f8():
@@ -132,22 +165,26 @@ def test_mux_luts_follow_lut6_and_f7_f8():
         [0, 1, 1, 2, 2, 4, 5 + 1, 16 + 1, 32 + 2, 116 + 8 + 1]
 
 
-def test_channel_shuffle_gets_no_ram_style():
-    assert "ChannelShuffle" not in MEMORY_OPS
+def test_channel_shuffle_takes_a_ram_style():
+    assert "ChannelShuffle" in MEMORY_OPS
     graph, _ = shuffle(4, 4, 8, 2, 1)
-    # "auto" (what earlier foldings wrote for it) is accepted and dropped; a real style is refused
-    assert apply_folding(graph, {"ChannelShuffle_0": {"PE": 2, "ram_style": "auto"}}
-                         ).layer("ChannelShuffle_0").folding == {"PE": 2}
+    assert apply_folding(graph, {"ChannelShuffle_0": {"PE": 2, "ram_style": "distributed"}}
+                         ).layer("ChannelShuffle_0").folding == {"PE": 2, "ram_style": "distributed"}
     with pytest.raises(CompileError, match=r"layer 'ChannelShuffle_0' \(ChannelShuffle\): "
-                                           r"ram_style 'distributed' has no memory to apply to: its "
-                                           r"pixel buffers are registers"):
-        apply_folding(graph, {"ChannelShuffle_0": {"PE": 2, "ram_style": "distributed"}})
-    # the fitter offers it no memory style even when BRAM is zero, and the floor lists no memory
+                                           r"ram_style must be one of"):
+        apply_folding(graph, {"ChannelShuffle_0": {"PE": 2, "ram_style": "registers"}})
+    # with no BRAM the fitter moves the buffer to LUTRAM (8 words x 8 bits, 2 ports x 2 banks)
     board = replace(get_board("pynq-z2"), bram36=0)
     ok, why, cfg = _fit(graph, {"ChannelShuffle_0": {"PE": 2}}, board, 100)
     assert ok, why
-    assert cfg == {"ChannelShuffle_0": {"PE": 2}}
+    assert cfg == {"ChannelShuffle_0": {"PE": 2, "ram_style": "auto"}}  # shallow: auto is LUTRAM
     folded = apply_folding(graph, cfg)
+    r = layer_resources(folded, folded.layers[0], "lut", "auto")
+    assert (r["bram18"], r["lutram_luts"]) == (0, 4 * 8)
     floor = memory_lut_floor(folded, 0)
-    assert floor["bram18"] == 0 and floor["memories"] == []
-    assert floor["luts"] == layer_resources(folded, folded.layers[0])["luts"]
+    assert floor["bram18"] == 4 and floor["memories"] == [("ChannelShuffle_0", 4, 32)]
+    assert floor["luts"] == r["luts"]
+    # with no LUTs to spare, a 928-word buffer stays in BRAM under auto and is refused in LUTRAM
+    big, _ = shuffle(4, 4, 464, 2, 1)
+    ok, why, cfg = _fit(big, {"ChannelShuffle_0": {"PE": 1}}, replace(board, luts=200), 100)
+    assert ok is False and "BRAM18 1 > 0" in why
