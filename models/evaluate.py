@@ -2,6 +2,7 @@
 
     python -m models.evaluate CKPT [--split val] [--out DIR] [--voc-root PATH] [--limit N]
         [--images 6] [--batch-size 32]
+    python -m models.evaluate --baseline prior [--split val] [--out DIR]   # trivial baseline
 
 Writes to ``--out`` (default: next to the checkpoint, ``<ckpt stem>_<split>/``), each file
 atomically: ``results.json`` (``per_class`` AP50 for the classes present, ``voc6_map50``,
@@ -49,6 +50,51 @@ def run_detection(model, dataset, batch_size: int = 32, k: int = 100, progress: 
     return dets, gts
 
 
+def prior_baseline_detections(train, val, class_names=None):
+    """The trivial baseline: a detector that never looks at the pixels.
+
+    For every ``val`` image it outputs one box per class: the class's median centre and size on
+    ``train`` (relative to the image, so it follows each image's letterbox), scored by the
+    class's share of the ``train`` objects. A trained detector must beat this to have learnt
+    anything from the image.
+
+    Args:
+        train, val: :class:`models.voc.VOCDetection` splits (their cached annotations are read;
+            difficult training objects count too).
+        class_names: class list (default ``VOC_CLASSES``); classes absent from ``train`` get
+            no box.
+
+    Returns:
+        ``(detections, ground_truth)`` in the format of :func:`models.centernet.evaluate_ap50`
+        (``image_id -> [n, 6]`` rows ``x1, y1, x2, y2, score, class`` in letterboxed input
+        pixels; GT as :func:`run_detection` returns it).
+    """
+    import numpy as np
+
+    from models.centernet import VOC_CLASSES
+
+    names = list(class_names or VOC_CLASSES)
+    rel = {c: [] for c in range(len(names))}
+    for img, ann in zip(train.images, train.annos):
+        h, w = img.shape[:2]
+        for (x1, y1, x2, y2), c in zip(ann.boxes, ann.labels):
+            rel[int(c)].append(((x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h))
+    total = sum(len(v) for v in rel.values())
+    prior = {c: (np.median(np.array(v), axis=0), len(v) / total) for c, v in rel.items() if v}
+    dets, gts = {}, {}
+    for i, (img, ann) in enumerate(zip(val.images, val.annos)):
+        h, w = img.shape[:2]
+        s, (ox, oy), _ = val.transform_params(i, None)
+        rows = []
+        for c, ((cx, cy, bw, bh), score) in prior.items():
+            x, y, bw, bh = cx * w * s + ox, cy * h * s + oy, bw * w * s, bh * h * s
+            rows.append([x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2, score, c])
+        dets[ann.image_id] = np.array(rows, dtype=np.float32).reshape(-1, 6)
+        _, boxes, labels, difficult = val.render(i)
+        gts[ann.image_id] = (boxes, labels, difficult)
+    return dets, gts
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "wb") as f:
@@ -88,9 +134,36 @@ def evaluate_checkpoint(ckpt, split: str = "val", out=None, voc_root=None, limit
     return res
 
 
+def evaluate_prior_baseline(split: str = "val", out="runs/baseline_prior", voc_root=None,
+                            limit=None, input_size: int = 128) -> dict:
+    """AP50 of :func:`prior_baseline_detections` (priors from ``train``) on ``split``; writes
+    ``results.json`` / ``results.md`` under ``out`` like :func:`evaluate_checkpoint`.
+
+    Raises:
+        models.data.DataError: a missing VOC folder or split.
+    """
+    from models.voc import VOCDetection
+
+    train = VOCDetection(voc_root, "train", input_size, train=False, limit=limit,
+                         progress=False, skip_bad=True)
+    val = VOCDetection(voc_root, split, input_size, train=False, limit=limit, progress=False,
+                       skip_bad=True)
+    res = evaluate_ap50(*prior_baseline_detections(train, val))
+    res.update(baseline="prior", split=split, images=len(val), skipped=val.skipped,
+               input_size=input_size)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "results.json", json.dumps(res, indent=1).encode())
+    title = f"train-prior baseline (no pixels) on VOC {split} ({len(val)} images)"
+    _write_atomic(out / "results.md", f"# {title}\n\n{results_table_md(res)}\n".encode())
+    return res
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("ckpt")
+    p.add_argument("ckpt", nargs="?", help="checkpoint (omit with --baseline)")
+    p.add_argument("--baseline", choices=("prior",), default=None,
+                   help="evaluate the trivial train-prior detector instead of a checkpoint")
     p.add_argument("--split", default="val")
     p.add_argument("--out", default=None)
     p.add_argument("--voc-root", default=None)
@@ -102,9 +175,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     from models.data import DataError
 
+    if (a.ckpt is None) == (a.baseline is None):
+        p.error("give a checkpoint or --baseline prior (one of them)")
     try:
-        res = evaluate_checkpoint(a.ckpt, a.split, a.out, a.voc_root, a.limit, a.images,
-                                  a.batch_size)
+        if a.baseline:
+            res = evaluate_prior_baseline(a.split, a.out or "runs/baseline_prior", a.voc_root,
+                                          a.limit)
+        else:
+            res = evaluate_checkpoint(a.ckpt, a.split, a.out, a.voc_root, a.limit, a.images,
+                                      a.batch_size)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

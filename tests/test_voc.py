@@ -123,3 +123,21 @@ def test_color_jitter_is_seeded():
 def test_missing_root_is_clear(tmp_path):
     with pytest.raises(DataError, match="not a directory"):
         VOCDetection(tmp_path / "nope", "val", 32)
+
+
+def test_prior_baseline_hits_a_box_that_never_moves(voc):
+    from models.evaluate import evaluate_ap50, prior_baseline_detections
+
+    train = VOCDetection(voc, "train", 64, train=False, skip_bad=True, progress=False)
+    val = VOCDetection(voc, "val", 64, train=False, skip_bad=True, progress=False)
+    dets, gts = prior_baseline_detections(train, val)
+    # one box per class seen in train (cat and the difficult dog), scored by its share
+    for key, d in dets.items():
+        assert d.shape == (2, 6)
+        assert sorted(d[:, 5].tolist()) == [7.0, 11.0]  # cat, dog in VOC_CLASSES
+        np.testing.assert_allclose(d[:, 4], [0.5, 0.5])
+        # the cat prior is exactly the (fixed) cat box in letterboxed input pixels
+        cat = d[d[:, 5] == 7][0, :4]
+        np.testing.assert_allclose(cat, gts[key][0][gts[key][1] == 7][0], atol=1e-4)
+    res = evaluate_ap50(dets, gts)
+    assert res["per_class"] == {"cat": 1.0} and res["voc6_map50"] == 1.0
