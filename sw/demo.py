@@ -152,7 +152,7 @@ def run_demo(args) -> int:
     print(f"      {json.dumps(_jsonable(dist))}")
 
     print(f"[5/6] accelerator ({args.backend} backend): {len(images)} frame(s)")
-    hw_out, counters = _run_backend(args, graph, images, out)
+    hw_out, counters = _run_backend(args, graph, images, out, clock)
     mism = [int(np.sum(h != g)) for h, g in zip(hw_out, golden)]
     for name, m in zip(names, mism):
         print(f"      {name}: {'BIT-EXACT' if m == 0 else f'MISMATCH ({m} values)'} vs golden")
@@ -202,8 +202,9 @@ def run_demo(args) -> int:
     return 0 if ok else 1
 
 
-def _run_backend(args, graph, images, out: Path):
-    """Accelerator outputs per image ``[H, W, C]`` and the measured counters."""
+def _run_backend(args, graph, images, out: Path, clock: float):
+    """Accelerator outputs per image ``[H, W, C]`` and the measured counters (``clock``: MHz,
+    the fabric clock the counters' times refer to)."""
     if args.backend == "pynq":
         from sw.driver import AcceleratorDriver, PynqBackend
 
