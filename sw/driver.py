@@ -101,8 +101,9 @@ class AcceleratorSpec:
         clock_mhz: fabric clock the design was built for (PS FCLK), MHz.
         ii_cycles: the compiler's expected initiation interval (cycles per frame).
         registers: register byte offsets (hw.control.REGISTERS).
-        output_scale: real value of one output LSB (the head's quantiser scale; None if the
-            graph does not state it).
+        output_scale: real value of one output LSB: a float (per-tensor quantiser), a list of
+            ``C`` floats (per-channel quantiser, e.g. the detector's merged int8 heads), or
+            None if the graph does not state it.
     """
 
     input: StreamSpec
@@ -111,7 +112,7 @@ class AcceleratorSpec:
     clock_mhz: float
     ii_cycles: int
     registers: dict
-    output_scale: float | None = None
+    output_scale: float | list[float] | None = None
 
     def to_json(self) -> str:
         """The spec as the JSON text of ``accel.json``."""
@@ -153,10 +154,13 @@ class AcceleratorSpec:
                               int(t.lanes))
 
         tout = graph.tensors[graph.output]
+        scale = None
+        if tout.scale is not None:
+            s = np.asarray(tout.scale, dtype=np.float64).reshape(-1)
+            scale = float(s[0]) if s.size == 1 else [float(v) for v in s]
         return cls(stream(graph.tensors[graph.input]), stream(tout),
                    graph_hash(graph), float(clock_mhz), int(bottleneck(estimate(graph)).cycles),
-                   dict(HW_REGISTERS),
-                   None if tout.scale is None else float(tout.scale))
+                   dict(HW_REGISTERS), scale)
 
 
 # -- packing -------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ class TensorInfo:
             ``acc`` tensors, ``(OH, OW, K*K*C)`` for windows.
         bits: width of one value in bits.
         signed: two's complement if true.
-        scale: real value of one LSB (``None`` for window/accumulator streams).
+        scale: real value of one LSB: a float, or a list of ``C`` floats for a per-channel
+            quantised tensor (``None`` for window/accumulator streams).
         kind: ``feature`` | ``acc`` | ``window`` | ``dwwindow``.
         lanes: values per beat once folded (1 before folding).
     """
@@ -54,7 +55,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     bits: int
     signed: bool
-    scale: float | None = None
+    scale: float | list[float] | None = None
     kind: str = "feature"
     lanes: int = 1
 

@@ -131,3 +131,23 @@ def test_sim_backend_reads_a_compiled_folder_and_refuses_bad_arguments(tmp_path,
         SimBackend(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="backpressure must be a probability"):
         SimBackend(slice_graph, backpressure=1.5)
+
+
+def test_spec_keeps_a_per_channel_output_scale():
+    # the detector's merged heads are quantised per channel: accel.json must carry all C scales
+    from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+
+    rq = HWLayer("rq", "Requant", ["acc"], ["y"],
+                 attrs={"shift": 8, "out_min": -128, "out_max": 127, "channels": 3,
+                        "pixels": 4, "acc_bits": 16, "in_signed": True},
+                 params={"multiplier": np.array([3, 5, 7]), "bias": np.array([0, 0, 0])})
+    ts = {"acc": TensorInfo(name="acc", shape=(2, 2, 3), bits=16, signed=True, lanes=1),
+          "y": TensorInfo(name="y", shape=(2, 2, 3), bits=8, signed=True, lanes=1,
+                          scale=[0.5, 0.25, 0.125])}
+    g = HWGraph(layers=[rq], tensors=ts, input="acc", output="y")
+    spec = AcceleratorSpec.from_graph(g, 150.0)
+    assert spec.output_scale == [0.5, 0.25, 0.125]
+    back = AcceleratorSpec.from_json(spec.to_json())
+    assert back.output_scale == [0.5, 0.25, 0.125] and back.clock_mhz == 150.0
+    ts["y"].scale = 0.5
+    assert AcceleratorSpec.from_graph(g, 150.0).output_scale == 0.5
