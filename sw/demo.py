@@ -172,8 +172,9 @@ def run_demo(args) -> int:
         pic = draw_detections(img, d, VOC_CLASSES, score_thresh=args.score,
                               gt=None if gt is None else gt[:2])
         _save_image_atomic(pic, out / f"{name}_detections.png")
+        best = (f" (best: {VOC_CLASSES[int(d[0, 5])]} {float(d[0, 4]):.2f})" if len(d) else "")
         print(f"      {name}: " + (", ".join(f"{x['class']} {x['score']:.2f}" for x in rows[-1]['detections'])
-                                  or f"no detection above {args.score}"))
+                                  or f"no detection above {args.score}{best}"))
     ap = None
     if all(g is not None for g in gts):
         ap = evaluate_ap50(dets, dict(zip(names, gts)), VOC_CLASSES)
