@@ -101,6 +101,9 @@ class AcceleratorSpec:
         clock_mhz: fabric clock the design was built for (PS FCLK), MHz.
         ii_cycles: the compiler's expected initiation interval (cycles per frame).
         registers: register byte offsets (hw.control.REGISTERS).
+        fill_cycles: bound on the first frame's pipeline fill: the sum of every layer's expected
+            cycles per frame (as if each layer waited for its whole input; measured fills are
+            2.6 x II on the slice and 5.1 x II on the small detector, both below it).
         output_scale: real value of one output LSB: a float (per-tensor quantiser), a list of
             ``C`` floats (per-channel quantiser, e.g. the detector's merged int8 heads), or
             None if the graph does not state it.
@@ -113,6 +116,7 @@ class AcceleratorSpec:
     ii_cycles: int
     registers: dict
     output_scale: float | list[float] | None = None
+    fill_cycles: int | None = None
 
     def to_json(self) -> str:
         """The spec as the JSON text of ``accel.json``."""
@@ -126,7 +130,7 @@ class AcceleratorSpec:
                    output=StreamSpec(**(d["output"] | {"shape": tuple(d["output"]["shape"])})),
                    graph_hash=int(d["graph_hash"]), clock_mhz=float(d["clock_mhz"]),
                    ii_cycles=int(d["ii_cycles"]), registers=dict(d["registers"]),
-                   output_scale=d.get("output_scale"))
+                   output_scale=d.get("output_scale"), fill_cycles=d.get("fill_cycles"))
 
     @classmethod
     def load(cls, path) -> "AcceleratorSpec":
@@ -153,14 +157,15 @@ class AcceleratorSpec:
             return StreamSpec(tuple(int(s) for s in t.shape), int(t.bits), bool(t.signed),
                               int(t.lanes))
 
+        est = estimate(graph)
         tout = graph.tensors[graph.output]
         scale = None
         if tout.scale is not None:
             s = np.asarray(tout.scale, dtype=np.float64).reshape(-1)
             scale = float(s[0]) if s.size == 1 else [float(v) for v in s]
         return cls(stream(graph.tensors[graph.input]), stream(tout),
-                   graph_hash(graph), float(clock_mhz), int(bottleneck(estimate(graph)).cycles),
-                   dict(HW_REGISTERS), scale)
+                   graph_hash(graph), float(clock_mhz), int(bottleneck(est).cycles),
+                   dict(HW_REGISTERS), scale, int(sum(e.cycles for e in est)))
 
 
 # -- packing -------------------------------------------------------------------------------
@@ -267,8 +272,9 @@ class SimBackend:
             accelerator's own).
         clock_mhz: clock to convert cycles to fps (default 200 MHz, the UltraScale+ boards').
         cycle_limit: most cycles to wait for each output frame (after the previous one) before
-            :class:`AcceleratorTimeout`; default ``4 * II + 10000`` from the compiler's
-            estimate (the first frame's pipeline fill measured ~2.6 x II on the slice).
+            :class:`AcceleratorTimeout`; default ``4 * II + fill + 10000`` from the compiler's
+            estimate (``fill``: :attr:`AcceleratorSpec.fill_cycles`, which bounds the first
+            frame's pipeline fill).
         backpressure: probability of a cycle with ``m_axis_tready`` low (1.0: never drains).
         stall: probability of an idle input cycle.
         build_root: simulator build folder (default ``build/sim``).
@@ -301,7 +307,8 @@ class SimBackend:
         self.graph = source
         self.fifo_depths = fifo_depths
         self.spec = AcceleratorSpec.from_graph(source, clock_mhz)
-        self.cycle_limit = int(cycle_limit or 4 * self.spec.ii_cycles + 10_000)
+        self.cycle_limit = int(cycle_limit or 4 * self.spec.ii_cycles
+                               + (self.spec.fill_cycles or 0) + 10_000)
         self.backpressure, self.stall = backpressure, stall
         self.build_root = build_root
         self.last_registers: dict[str, int] | None = None

@@ -151,3 +151,16 @@ def test_spec_keeps_a_per_channel_output_scale():
     assert back.output_scale == [0.5, 0.25, 0.125] and back.clock_mhz == 150.0
     ts["y"].scale = 0.5
     assert AcceleratorSpec.from_graph(g, 150.0).output_scale == 0.5
+
+
+def test_sim_backend_waits_for_the_pipeline_fill(slice_graph):
+    # the first frame's fill is a multiple of II (5.1 x II on the small detector): the default
+    # timeout must include the sum of the layers' cycles, not only 4 x II
+    from sw.estimate import estimate
+
+    b = SimBackend(slice_graph)
+    est = estimate(slice_graph)
+    fill = sum(e.cycles for e in est)
+    assert b.spec.fill_cycles == fill and fill > b.spec.ii_cycles
+    assert b.cycle_limit == 4 * b.spec.ii_cycles + fill + 10_000
+    assert AcceleratorSpec.from_json(b.spec.to_json()).fill_cycles == fill
