@@ -126,7 +126,7 @@ def test_sim_backend_reads_a_compiled_folder_and_refuses_bad_arguments(tmp_path,
     b = SimBackend(tmp_path)
     assert b.fifo_depths == {tensor: 16}
     assert b.spec == AcceleratorSpec.from_graph(slice_graph, 200.0)
-    assert b.cycle_limit == 4 * b.spec.ii_cycles + 10_000
+    assert b.cycle_limit == 4 * b.spec.ii_cycles + b.spec.fill_cycles + 10_000
     with pytest.raises(FileNotFoundError, match="deflow compile"):
         SimBackend(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="backpressure must be a probability"):
