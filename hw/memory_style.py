@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = ["RAM_STYLES", "check_ram_style", "memory_attrs"]
 
-#: FINN's ``ram_style`` values (the same list as :data:`sw.folding.RAM_STYLES`)
+#: FINN's ``ram_style`` values (the folding validator :mod:`sw.folding` imports this list)
 RAM_STYLES = ("auto", "block", "distributed", "ultra")
 
 

@@ -14,6 +14,7 @@ import copy
 import json
 from pathlib import Path
 
+from hw.memory_style import RAM_STYLES
 from sw.hwgraph import HWGraph, HWLayer, TensorInfo
 from sw.lower import CompileError
 
@@ -99,10 +100,9 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
 #: lane-parallel stream layers of docs/detector_contract.md section 2 (folded by ``PE``)
 STREAM_OPS = ("MaxPool", "Upsample", "Concat", "ChannelSplit", "ChannelShuffle", "Add")
 MEM_MODES = ("internal", "external")
-#: FINN's ``ram_style`` values, and the layers with a memory it applies to (weights, Requant
-#: parameters, line / ping-pong row buffers, ChannelShuffle's banked ping-pong pixel buffer;
-#: see :func:`sw.estimate.layer_resources`)
-RAM_STYLES = ("auto", "block", "distributed", "ultra")
+#: the layers with a memory FINN's ``ram_style`` (:data:`RAM_STYLES`, the values the hardware
+#: generators accept) applies to (weights, Requant parameters, line / ping-pong row buffers,
+#: ChannelShuffle's banked ping-pong pixel buffer; see :func:`sw.estimate.layer_resources`)
 MEMORY_OPS = ("MVAU", "VVAU", "Requant", "SlidingWindow", "DeformableSampler", "Upsample",
               "ChannelShuffle")
 
