@@ -210,6 +210,30 @@ def _t(a) -> Tensor:
         np.asarray(a), dtype=torch.float32)
 
 
+# earlier neighbours in raster order (dy, dx): a plateau of equal maxima keeps its first pixel
+_EARLIER = ((-1, -1), (-1, 0), (-1, 1), (0, -1))
+
+
+def local_peaks(heat: Tensor) -> Tensor:
+    """CenterNet's 3x3 max-pool peak test with ties broken: a pixel of ``heat``
+    ``[N, C, H, W]`` is a peak if it equals the maximum of its 3x3 neighbourhood and no earlier
+    neighbour in raster order (up-left, up, up-right, left) is an equal-valued candidate.
+
+    Without the tie-break, a plateau of equal values decodes as several identical boxes: the
+    nearest 2x upsample before the head makes 2x2 blocks equal, and the int8 heat of the
+    hardware output ties often. Returns a bool tensor of ``heat``'s shape."""
+    hmax = F.max_pool2d(heat, 3, stride=1, padding=1)
+    cand = hmax == heat
+    h, w = heat.shape[2:]
+    pad_heat = F.pad(heat, (1, 1, 1, 0), value=float("nan"))  # NaN equals nothing
+    pad_cand = F.pad(cand, (1, 1, 1, 0), value=False)
+    tied = torch.zeros_like(cand)
+    for dy, dx in _EARLIER:
+        ys, xs = 1 + dy, 1 + dx
+        tied |= pad_cand[:, :, ys:ys + h, xs:xs + w] & (pad_heat[:, :, ys:ys + h, xs:xs + w] == heat)
+    return cand & ~tied
+
+
 def decode_batch(heat, wh, reg, stride: int = 4, k: int = 100,
                  heat_is_logits: bool = True) -> np.ndarray:
     """Batched :func:`decode`: ``heat`` ``[N, C, Ho, Wo]``, ``wh``/``reg`` ``[N, 2, Ho, Wo]``
@@ -222,8 +246,7 @@ def decode_batch(heat, wh, reg, stride: int = 4, k: int = 100,
     n, c, ho, wo = heat.shape
     if heat_is_logits:
         heat = torch.sigmoid(heat)
-    hmax = F.max_pool2d(heat, 3, stride=1, padding=1)
-    heat = heat * (hmax == heat).to(heat.dtype)  # keep 3x3 local maxima only
+    heat = heat * local_peaks(heat).to(heat.dtype)
     kk = min(int(k), c * ho * wo)
     scores, idx = torch.topk(heat.reshape(n, -1), kk)
     cls = idx // (ho * wo)
@@ -246,8 +269,8 @@ def decode(heat, wh, reg, stride: int = 4, k: int = 100, heat_is_logits: bool = 
         wh: ``[2, Ho, Wo]`` width, height in output pixels.
         reg: ``[2, Ho, Wo]`` centre offset x, y in output pixels.
         stride: output stride R (boxes are scaled by it back to input pixels).
-        k: number of detections kept (top scores among the 3x3 local maxima; fewer if
-            ``C*Ho*Wo < k``).
+        k: number of detections kept (top scores among the 3x3 local maxima of
+            :func:`local_peaks`, one per plateau of equal maxima; fewer if ``C*Ho*Wo < k``).
 
     Returns:
         ``[k, 6]`` float32 rows ``(x1, y1, x2, y2, score, class)`` in input pixels, by

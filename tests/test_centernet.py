@@ -277,3 +277,56 @@ def test_draw_detections_pixels():
     assert (img == 40).all()  # the input is not modified
     with pytest.raises(ValueError, match="uint8"):
         draw_detections(img.astype(np.float32), dets)
+
+
+def test_decode_keeps_one_box_per_plateau():
+    # a 2x2 block of equal maxima (what a nearest 2x upsample before a 1x1 head produces)
+    # decodes once, at its first pixel in raster order; a distinct peak elsewhere survives
+    heat = np.full((2, 8, 8), -6.0, np.float32)
+    heat[0, 2:4, 4:6] = 2.0
+    heat[1, 6, 1] = 1.0
+    heat[1, 6, 2] = 0.5
+    wh = np.full((2, 8, 8), 2.0, np.float32)
+    reg = np.zeros((2, 8, 8), np.float32)
+    det = decode(heat, wh, reg, stride=4, k=3)
+    np.testing.assert_allclose(det[0], [12, 4, 20, 12, sigmoid(2.0), 0], rtol=1e-6)
+    np.testing.assert_allclose(det[1], [0, 20, 8, 28, sigmoid(1.0), 1], rtol=1e-6)
+    assert det[2, 4] < sigmoid(-5.0)  # no second copy of the plateau
+    # a tie whose earlier neighbour is not itself a local maximum still counts as a peak
+    h2 = np.full((1, 4, 6), -6.0, np.float32)
+    h2[0, 1, 0], h2[0, 1, 1], h2[0, 1, 3] = 3.0, 1.0, 1.0
+    h2[0, 2, 2] = 1.0  # equal to (1, 1) and (1, 3); (1, 1) is below its neighbour 3.0
+    d2 = decode(h2, np.ones((2, 4, 6), np.float32), np.zeros((2, 4, 6), np.float32), k=3)
+    # (1, 3) is a peak, (2, 2) ties with it and goes; (1, 1) is no peak
+    np.testing.assert_allclose(d2[:, 4], [sigmoid(3.0), sigmoid(1.0), sigmoid(-6.0)], rtol=1e-6)
+    np.testing.assert_allclose(d2[1, :4], [4 * 2.5, 4 * 0.5, 4 * 3.5, 4 * 1.5], rtol=1e-6)
+
+
+def test_board_demo_decode_matches_centernet_decode():
+    # the on-board numpy port breaks ties the same way (it imports its driver copy, sw/driver.py)
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    sys.path.insert(0, str(root / "sw"))
+    try:
+        spec = importlib.util.spec_from_file_location("deflow_demo_decode",
+                                                      root / "hw/boards/deploy/deflow_demo.py")
+        board_demo = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(board_demo)
+    finally:
+        sys.path.remove(str(root / "sw"))
+        sys.modules.pop("driver", None)
+    rng = np.random.default_rng(3)
+    q = rng.integers(-8, 3, size=(16, 16, 24)).astype(np.int8)  # int8 heat: many ties
+    q[..., 20:22] = rng.integers(1, 6, size=(16, 16, 2))
+    n = 16 * 16 * 20  # all peaks: the order of equal scores differs (HWC vs CHW scan)
+    board = board_demo.decode(q, 0.5, stride=4, k=n)
+    x = q.astype(np.float32).transpose(2, 0, 1) * 0.5
+    ref = decode(x[:20], x[20:22], x[22:], stride=4, k=n)
+
+    def peaks(d):
+        return sorted(map(tuple, np.rint(1000 * d[d[:, 4] > 0].astype(np.float64)).astype(int)))
+
+    assert len(peaks(ref)) < 16 * 16 * 20 // 4 and peaks(board) == peaks(ref)

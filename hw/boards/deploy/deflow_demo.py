@@ -37,8 +37,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 def decode(out: np.ndarray, scale, stride: int, k: int = 20) -> np.ndarray:
     """CenterNet decoding (numpy port of models/centernet.decode: sigmoid heat, 3x3 local
-    maxima, top k) of one output ``[Ho, Wo, C]`` -> rows ``(x1, y1, x2, y2, score, class)`` in
-    input pixels."""
+    maxima with ties broken as in local_peaks, top k) of one output ``[Ho, Wo, C]`` -> rows
+    ``(x1, y1, x2, y2, score, class)`` in input pixels."""
     x = out.astype(np.float32) * np.asarray(scale if scale is not None else 1.0, np.float32)
     ho, wo, c = x.shape
     ncls = c - 4
@@ -47,7 +47,13 @@ def decode(out: np.ndarray, scale, stride: int, k: int = 20) -> np.ndarray:
     heat = 1.0 / (1.0 + np.exp(-x[..., :ncls]))
     pad = np.pad(heat, ((1, 1), (1, 1), (0, 0)), constant_values=-1.0)
     hmax = np.max([pad[dy:dy + ho, dx:dx + wo] for dy in range(3) for dx in range(3)], axis=0)
-    heat = np.where(hmax == heat, heat, 0.0)
+    cand = hmax == heat
+    # ties: a plateau of equal maxima keeps its first pixel in raster order
+    pad_c = np.pad(cand, ((1, 1), (1, 1), (0, 0)), constant_values=False)
+    tied = np.zeros_like(cand)
+    for dy, dx in ((0, 0), (0, 1), (0, 2), (1, 0)):
+        tied |= pad_c[dy:dy + ho, dx:dx + wo] & (pad[dy:dy + ho, dx:dx + wo] == heat)
+    heat = np.where(cand & ~tied, heat, 0.0)
     flat = heat.reshape(-1)
     kk = min(k, flat.size)
     idx = np.argsort(-flat, kind="stable")[:kk]
