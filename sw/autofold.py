@@ -188,8 +188,18 @@ def _rebalance(per: dict, layers: list[HWLayer], new_res, lim: dict, spend: str,
     return moved
 
 
+def _fps_of(graph: HWGraph, cfg: dict, clock_mhz: float) -> float:
+    """Frames per second of ``graph`` folded by ``cfg``: ``clock / II``, II the slowest
+    layer's cycles. A folding chosen for a target runs at least that fast, often faster (PE
+    and SIMD are divisors), and external weights stream once per frame it actually runs."""
+    g = apply_folding(graph, cfg)
+    return clock_mhz * 1e6 / max(analytic_cycles(g, l) for l in g.layers)
+
+
 def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float) -> tuple[bool, str, dict]:
     """Assign resType / ram_style / mem_mode so that ``cfg`` fits ``board`` (module docstring).
+    ``fps``: the frame rate the folding runs at (:func:`_fps_of`), for the DRAM bandwidth of
+    external weights.
 
     Returns:
         (fits, reason if not, the completed config).
@@ -392,7 +402,7 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
         if target_fps <= 0:
             raise CompileError(f"target fps must be positive, got {target_fps}")
         cfg = fold_for_target(base, clock * 1e6 / target_fps)
-        ok, why, cfg = _fit(base, cfg, board, target_fps)
+        ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock))
         if not ok:
             raise CompileError(f"no folding reaches {target_fps:g} fps at {clock:g} MHz on "
                                f"{board.name}: {why}")
@@ -400,7 +410,8 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
     hi = max(analytic_cycles(base, l) for l in base.layers)  # everything folded to 1
     lo = max(min(_cycles_with(base, l, c) for c in _candidates(base, l)) for l in _knobs(base))
     best = None
-    ok, why, cfg = _fit(base, fold_for_target(base, hi), board, clock * 1e6 / hi)
+    cfg = fold_for_target(base, hi)
+    ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock))
     if not ok:
         raise CompileError(f"even the smallest folding (II {hi:,} cycles, {clock * 1e6 / hi:.2f} "
                            f"fps at {clock:g} MHz) does not fit {board.name}: {why}")
@@ -410,7 +421,7 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
             break
         mid = math.sqrt(lo * hi)
         cfg = fold_for_target(base, mid)
-        ok, _, cfg = _fit(base, cfg, board, clock * 1e6 / mid)
+        ok, _, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock))
         if ok:
             hi, best = mid, cfg
         else:

@@ -233,9 +233,9 @@ def utilisation(res: Resources, board: Board) -> dict:
 
 
 def report(verilog: Path, top: str, board_name: str, out_dir: Path, *, timeout_s: float = 3600,
-           progress=print) -> dict:
+           progress=print, extra: dict | None = None) -> dict:
     """Synthesize for ``board_name``'s family and write ``resources.json`` and
-    ``resources.md`` (atomically) into ``out_dir``.
+    ``resources.md`` (atomically) into ``out_dir``; ``extra`` entries go into the JSON too.
 
     Returns:
         the JSON content: board, part, family, counts, utilisation, fits, yosys seconds.
@@ -252,7 +252,7 @@ def report(verilog: Path, top: str, board_name: str, out_dir: Path, *, timeout_s
     data = {"board": board.name, "part": board.part, "family": family, "top": top,
             "counts": asdict(res) | {"BRAM36_eq": res.BRAM36_eq},
             "utilisation": util["resources"], "fits": util["fits"],
-            "yosys_seconds": round(secs, 1)}
+            "yosys_seconds": round(secs, 1)} | (extra or {})
     write_text_atomic(out_dir / "resources.json", json.dumps(data, indent=1))
     write_text_atomic(out_dir / "resources.md", format_markdown(data))
     return data

@@ -134,3 +134,20 @@ def test_refusal_says_what_was_tried_and_how_short_each_resource_is():
     # with 702 usable LUTs the same design fits (674 LUTs)
     ok, why, _ = _fit(small_graph(), {"MVAU_0": {"PE": 1, "SIMD": 1}}, replace(board, luts=780), 1000)
     assert ok, why
+
+
+def test_external_weights_bandwidth_is_checked_at_the_folding_s_own_frame_rate():
+    # no BRAM, 450 usable LUTs: the 58x58 4-bit weights stream from DRAM, 1,722,368 bytes per
+    # frame. PE=2, SIMD=2 runs at 116.1 fps (0.20 GB/s), PE=1, SIMD=2 at 58.1 fps (0.10 GB/s).
+    # With 0.15 GB/s the bisection's target frame rates between them (< 87 fps) allow the
+    # faster folding unless the bandwidth is taken at the frame rate it really runs at.
+    from sw.autofold import choose_folding
+
+    g = pointwise_graph()
+    board = replace(get_board("pynq-z2"), bram36=0, luts=500, dram_gbps=0.15)
+    cfg = choose_folding(g, board, clock_mhz=100)
+    assert cfg["MVAU_0"] == {"PE": 1, "SIMD": 2, "mem_mode": "external", "resType": "dsp",
+                             "ram_style": "auto"}
+    f = apply_folding(g, cfg)
+    assert layer_resources(f, f.layers[0], "dsp")["dram_bytes_per_frame"] == 58 * 58 * 4 // 8 * 1024
+    assert choose_folding(g, replace(board, dram_gbps=0.25), clock_mhz=100)["MVAU_0"]["PE"] == 2

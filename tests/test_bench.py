@@ -104,3 +104,23 @@ def test_target_check_names_the_limiting_layer():
     t = bench.target_check({"boards": [row]})
     assert t["status"].endswith("does not fit") and t["fits_by"] == "by Yosys"
     assert bench.target_check({"boards": []})["status"].startswith("not evaluated")
+
+
+def test_yosys_result_is_reused_only_for_the_same_verilog_and_board(tmp_path, monkeypatch):
+    import sw.resources
+    from sw.folding import apply_folding
+    from test_estimate import small_graph
+
+    g = apply_folding(small_graph(), {"MVAU_0": {"PE": 1, "SIMD": 1}})
+    first = bench.run_yosys(g, "ultra96v2", tmp_path, 600)
+    assert first["status"] == "ok" and first["cached"] is False and first["counts"]["LUT"] > 0
+
+    def no_yosys(*args, **kwargs):
+        raise sw.resources.SynthesisError("yosys must not run again")
+
+    monkeypatch.setattr(sw.resources, "report", no_yosys)
+    again = bench.run_yosys(g, "ultra96v2", tmp_path, 600)
+    assert again["cached"] is True and again["counts"] == first["counts"]
+    assert bench.run_yosys(g, "zcu104", tmp_path, 600)["status"].startswith("failed: yosys must")
+    other = apply_folding(small_graph(), {"MVAU_0": {"PE": 2, "SIMD": 1}})
+    assert bench.run_yosys(other, "ultra96v2", tmp_path, 600)["status"].startswith("failed")
