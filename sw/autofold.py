@@ -196,10 +196,11 @@ def _fps_of(graph: HWGraph, cfg: dict, clock_mhz: float) -> float:
     return clock_mhz * 1e6 / max(analytic_cycles(g, l) for l in g.layers)
 
 
-def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float) -> tuple[bool, str, dict]:
+def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float, external_weights: bool = True
+         ) -> tuple[bool, str, dict]:
     """Assign resType / ram_style / mem_mode so that ``cfg`` fits ``board`` (module docstring).
     ``fps``: the frame rate the folding runs at (:func:`_fps_of`), for the DRAM bandwidth of
-    external weights.
+    external weights; ``external_weights=False`` skips step 5 (every weight on chip).
 
     Returns:
         (fits, reason if not, the completed config).
@@ -255,7 +256,7 @@ def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float) -> tuple[bool, str
         finally:
             del l.folding["mem_mode"]
 
-    ext = [l for l in compute if l.op == "MVAU" and per[l.name]["bram18"]]
+    ext = [l for l in compute if l.op == "MVAU" and per[l.name]["bram18"] and external_weights]
     for l in sorted(ext, key=lambda l: external(l)["dram_bytes_per_frame"] / per[l.name]["bram18"]):
         if total("bram18") <= lim["bram18"]:
             break
@@ -377,7 +378,7 @@ def _refusal(g: HWGraph, per: dict, lim: dict, board: Board, over: list[str], mu
 
 
 def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None,
-                   clock_mhz: float | None = None) -> dict:
+                   clock_mhz: float | None = None, external_weights: bool = True) -> dict:
     """FINN-format folding of ``graph`` for ``board`` (see module docstring).
 
     Args:
@@ -385,6 +386,9 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
         board: target board (:func:`sw.boards.get_board`).
         target_fps: frames per second to reach; ``None``: the fastest fitting folding.
         clock_mhz: accelerator clock; default ``board.fabric_mhz``.
+        external_weights: allow FINN's external weights (``mem_mode "external"``) where BRAM
+            is short. ``False`` keeps every weight on chip, as ``hw.top.Accelerator`` builds
+            them (the RTL has no DRAM weight stream), e.g. for a Yosys count of the design.
 
     Returns:
         ``{layer: {"PE", "SIMD", "resType", "ram_style", ["mem_mode"]}, "Defaults": {}}``.
@@ -402,7 +406,7 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
         if target_fps <= 0:
             raise CompileError(f"target fps must be positive, got {target_fps}")
         cfg = fold_for_target(base, clock * 1e6 / target_fps)
-        ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock))
+        ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock), external_weights)
         if not ok:
             raise CompileError(f"no folding reaches {target_fps:g} fps at {clock:g} MHz on "
                                f"{board.name}: {why}")
@@ -411,7 +415,7 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
     lo = max(min(_cycles_with(base, l, c) for c in _candidates(base, l)) for l in _knobs(base))
     best = None
     cfg = fold_for_target(base, hi)
-    ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock))
+    ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock), external_weights)
     if not ok:
         raise CompileError(f"even the smallest folding (II {hi:,} cycles, {clock * 1e6 / hi:.2f} "
                            f"fps at {clock:g} MHz) does not fit {board.name}: {why}")
@@ -421,7 +425,7 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
             break
         mid = math.sqrt(lo * hi)
         cfg = fold_for_target(base, mid)
-        ok, _, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock))
+        ok, _, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock), external_weights)
         if ok:
             hi, best = mid, cfg
         else:

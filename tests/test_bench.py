@@ -124,3 +124,18 @@ def test_yosys_result_is_reused_only_for_the_same_verilog_and_board(tmp_path, mo
     assert bench.run_yosys(g, "zcu104", tmp_path, 600)["status"].startswith("failed: yosys must")
     other = apply_folding(small_graph(), {"MVAU_0": {"PE": 2, "SIMD": 1}})
     assert bench.run_yosys(other, "ultra96v2", tmp_path, 600)["status"].startswith("failed")
+
+
+def test_target_check_prefers_the_target_design():
+    fastest = {"config": "codenet256", "board": "ultra96v2", "fits": True, "fps_projected": 230.0,
+               "ii_cycles": 869_565, "bottleneck": "MVAU_3", "yosys": {"status": "not run"}}
+    target = dict(fastest, fps_projected=140.3, ii_cycles=1_425_414, bottleneck="MVAU_1",
+                  yosys={"status": "ok", "utilisation": {
+                      "LUT": {"used": 60_000, "available": 70_560}, "DSP": {"used": 227, "available": 360},
+                      "BRAM36": {"used": 200, "available": 216}}})
+    t = bench.target_check({"boards": [fastest], "target_design": target})
+    assert t["design"] == "target folding" and t["status"] == "met" and t["fits_by"] == "by Yosys"
+    assert t["fps_projected"] == 140.3 and t["limiting_layer"] == "MVAU_1"
+    target["yosys"]["utilisation"]["BRAM36"]["used"] = 217
+    assert bench.target_check({"boards": [fastest], "target_design": target})["status"].endswith(
+        "does not fit")
