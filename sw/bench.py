@@ -150,26 +150,26 @@ def board_row(graph, board_name: str, clock_mhz: float, target_fps: float | None
 
 
 def run_yosys(graph, board_name: str, out_dir: Path, timeout_s: float) -> dict:
-    """Verilog of ``graph`` (``hw.top.Accelerator``) and Yosys counts against the board.
+    """RTLIL of ``graph`` (``hw.top.Accelerator``) and Yosys counts against the board.
 
-    A synthesis of the same Verilog (SHA-256) for the same board in ``out_dir`` is reused:
+    A synthesis of the same RTLIL (SHA-256) for the same board in ``out_dir`` is reused:
     a Yosys run of a full-size detector takes most of an hour.
 
     Returns:
-        ``{"status": "ok", counts, utilisation, fits, yosys_seconds, verilog_s, cached}`` or
+        ``{"status": "ok", counts, utilisation, fits, yosys_seconds, rtlil_s, cached}`` or
         ``{"status": "timed out after N s" | "failed: ..."}``.
     """
     import hashlib
 
-    from amaranth.back import verilog as amaranth_verilog
+    from amaranth.back import rtlil
 
     from hw.top import Accelerator
     from sw.hwgraph import write_text_atomic
     from sw.resources import SynthesisError, report
 
     t0 = time.time()
-    vpath = out_dir / "deflow_top.v"
-    text = amaranth_verilog.convert(Accelerator(graph), name="deflow_top", emit_src=False)
+    vpath = out_dir / "deflow_top.il"  # RTLIL: Yosys reads it in seconds (sw.resources)
+    text = rtlil.convert(Accelerator(graph), name="deflow_top", emit_src=False)
     sha = hashlib.sha256(text.encode()).hexdigest()
     t_v = round(time.time() - t0, 1)
     done = out_dir / "resources.json"
@@ -178,22 +178,22 @@ def run_yosys(graph, board_name: str, out_dir: Path, timeout_s: float) -> dict:
             data = json.loads(done.read_text())
         except json.JSONDecodeError:
             data = {}
-        if data.get("verilog_sha256") == sha and data.get("board") == board_name:
+        if data.get("design_sha256") == sha and data.get("board") == board_name:
             return {"status": "ok", "counts": data["counts"], "utilisation": data["utilisation"],
                     "fits": data["fits"], "yosys_seconds": data["yosys_seconds"],
-                    "verilog_s": t_v, "cached": True}
+                    "rtlil_s": t_v, "cached": True}
     write_text_atomic(vpath, text)
     try:
         data = report(vpath, "deflow_top", board_name, out_dir, timeout_s=timeout_s,
                       progress=lambda s: print(s, file=sys.stderr, flush=True),
-                      extra={"verilog_sha256": sha})
+                      extra={"design_sha256": sha})
     except SynthesisError as exc:
         msg = str(exc)
         status = (f"timed out after {timeout_s:.0f} s" if "timed out" in msg
                   else "failed: " + msg.splitlines()[0])
-        return {"status": status, "verilog_s": t_v}
+        return {"status": status, "rtlil_s": t_v}
     return {"status": "ok", "counts": data["counts"], "utilisation": data["utilisation"],
-            "fits": data["fits"], "yosys_seconds": data["yosys_seconds"], "verilog_s": t_v,
+            "fits": data["fits"], "yosys_seconds": data["yosys_seconds"], "rtlil_s": t_v,
             "cached": False}
 
 

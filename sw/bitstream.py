@@ -9,7 +9,8 @@ Writes (atomically: into ``<out>.partial``, then renamed over ``<out>``):
 * ``deflow_system.v``: hw.control.AcceleratorSystem (accelerator + AXI4-Lite control);
 * ``build.tcl``: the Vivado batch project (hw.boards.vivado_tcl);
 * ``resources.json`` / ``resources.md`` / ``yosys_<family>.log``: the Yosys estimate
-  (sw.resources) against the board's capacity;
+  (sw.resources) against the board's capacity, read from ``deflow_system.il`` (the same design
+  as RTLIL, which Yosys parses far faster than the Verilog);
 * ``deploy/``: what goes onto the board: ``driver.py`` (sw/driver.py), ``deflow_demo.py``
   and its README (hw/boards/deploy/), ``accel.json`` (stream shapes, graph hash, clock);
   Vivado adds ``deflow.bit`` and ``deflow.hwh``.
@@ -211,9 +212,14 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
         write_text_atomic(deploy / SPEC_FILE, spec.to_json())
         resources = None
         if yosys:
+            from amaranth.back import rtlil
+
             from sw.resources import report
 
-            resources = report(vpath, TOP_MODULE, board.name, tmp, timeout_s=yosys_timeout_s,
+            # the same design as RTLIL: Yosys reads it in seconds, the Verilog in minutes
+            il = tmp / f"{TOP_MODULE}.il"
+            write_text_atomic(il, rtlil.convert(system, name=TOP_MODULE, emit_src=False))
+            resources = report(il, TOP_MODULE, board.name, tmp, timeout_s=yosys_timeout_s,
                                progress=progress)
         if out.exists():
             shutil.rmtree(out)

