@@ -131,7 +131,12 @@ def yosys_script(verilog: Path, top: str, family: str, uram: bool, stat_path: st
     reader = "read_rtlil" if Path(verilog).suffix == ".il" else "read_verilog"
     return "\n".join([
         f"{reader} {verilog}",
-        f"synth_xilinx {opts} -run :map_luts",
+        f"synth_xilinx {opts} -run :map_memory",
+        # Yosys's Xilinx LUTRAM cells need a write port: a ROM styled "distributed" (Vivado's
+        # LUT ROM) maps to LUT logic instead of failing with "no valid mapping found"
+        'attrmap -map ram_style="distributed" ram_style="logic" '
+        '-map rom_style="distributed" rom_style="logic" t:$mem_v2 r:WR_PORTS=0 %i',
+        f"synth_xilinx {opts} -run map_memory:map_luts",
         # synth_xilinx's map_luts step with abc in place of abc9
         "opt_expr -mux_undef -noclkinv",
         f"abc -luts {ABC_LUTS}",

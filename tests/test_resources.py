@@ -65,9 +65,10 @@ def test_utilisation_against_board_capacity():
 
 def test_script_replaces_abc9_with_abc():
     s = yosys_script("d.v", "top", "xcup", True, "stat.json")
-    assert "synth_xilinx -family xcup -top top -flatten -noiopad -uram -run :map_luts" in s
+    assert "synth_xilinx -family xcup -top top -flatten -noiopad -uram -run :map_memory" in s
     assert "abc -luts 2:2,3,6:5,10,20" in s and "abc9" not in s
-    assert s.index("-run :map_luts") < s.index("abc -luts") < s.index("-run finalize:")
+    assert (s.index("-run :map_memory") < s.index("attrmap") < s.index("-run map_memory:map_luts")
+            < s.index("abc -luts") < s.index("-run finalize:"))
 
 
 @pytest.mark.parametrize("family", ["xc7", "xcup"])
@@ -109,3 +110,34 @@ def test_rtlil_input_gives_the_verilog_counts(tmp_path):
     from_v, _ = synthesize(v, "mulmem", "xcup")
     from_il, _ = synthesize(il, "mulmem", "xcup")
     assert from_il == from_v and from_il.DSP == 1 and from_il.BRAM18 == 1
+
+
+class Rom(wiring.Component):
+    """A 256 x 24 ROM with a synchronous read port, styled like an MVAU weight memory."""
+
+    def __init__(self, ram_style: str):
+        self.ram_style = ram_style
+        super().__init__({"addr": In(8), "data": Out(24)})
+
+    def elaborate(self, platform):
+        from hw.memory_style import memory_attrs
+
+        m = Module()
+        m.submodules.rom = rom = Memory(shape=24, depth=256,
+                                        init=[(i * 2654435761) % (1 << 24) for i in range(256)],
+                                        attrs=memory_attrs(self.ram_style, read_only=True))
+        rd = rom.read_port()
+        m.d.comb += [rd.addr.eq(self.addr), self.data.eq(rd.data)]
+        return m
+
+
+def test_distributed_rom_maps_to_luts_and_block_rom_to_bram(tmp_path):
+    # Yosys's Xilinx LUTRAM needs a write port, so "distributed" on a ROM used to end Yosys
+    # with "no valid mapping found" (every MVAU weight ROM the fitter moves to LUTRAM)
+    counts = {}
+    for style in ("distributed", "block"):
+        p = tmp_path / f"rom_{style}.il"
+        p.write_text(rtlil.convert(Rom(style), name="rom", emit_src=False))
+        counts[style], _ = synthesize(p, "rom", "xcup")
+    assert counts["distributed"].BRAM18 == 0 and counts["distributed"].LUT > 24
+    assert counts["block"].BRAM18 == 1 and counts["block"].LUT == 0
