@@ -227,12 +227,12 @@ def run_demo(args) -> int:
         rows.append({"image": name, "detections": [
             {"class": VOC_CLASSES[int(r[5])], "score": round(float(r[4]), 3),
              "box_xyxy": [round(float(v), 1) for v in r[:4]]} for r in keep], "top1": top1})
-        # drawn 4x larger than the 128x128 input; without a detection above the threshold,
-        # the top-1 detection is drawn (and labelled below threshold in the report)
-        pic = draw_scaled(img, keep if len(keep) else d[:1], gt, DRAW_SCALE if size < 256 else 1)
+        # drawn 4x larger than the 128x128 input; only detections above the threshold are
+        # drawn, the top-1 verdict is in the console and the report either way
+        pic = draw_scaled(img, keep, gt, DRAW_SCALE if size < 256 else 1)
         _save_image_atomic(pic, out / f"{name}_detections.png")
         shown = ", ".join(f"{x['class']} {x['score']:.2f}" for x in rows[-1]["detections"])
-        print(f"      {name}: " + (shown or f"no detection above {args.score}, top-1 drawn")
+        print(f"      {name}: " + (shown or f"no detection above {args.score}")
               + (f"; top-1 {top1['class']} {top1['score']:.2f} "
                  + ("correct" if top1["correct"] else "wrong")
                  + (f" (IoU {top1['iou']:.2f} with ground truth {top1['gt_class']})"
@@ -358,8 +358,8 @@ def _report_md(r: dict) -> str:
                                                           for d in row["detections"]) or "none")
                      + f" | {t.get('class', '-')} {t.get('score', 0):.2f} | {verdict} |")
     n_ok = sum(1 for row in r["detections"] if (row.get("top1") or {}).get("correct"))
-    lines += ["", f"Top-1 detection correct on {n_ok} of {len(r['detections'])} images. Images "
-              "without a detection above the threshold show their top-1 detection."]
+    lines += ["", f"Top-1 detection correct on {n_ok} of {len(r['detections'])} images (the "
+              "drawings show the detections above the threshold and the ground truth in green)."]
     return "\n".join(lines) + "\n"
 
 
