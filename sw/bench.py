@@ -168,12 +168,12 @@ def run_yosys(graph, board_name: str, out_dir: Path, timeout_s: float) -> dict:
     from sw.resources import SynthesisError, report
 
     t0 = time.time()
-    vpath = out_dir / "deflow_top.il"  # RTLIL: Yosys reads it in seconds (sw.resources)
+    il_path = out_dir / "deflow_top.il"  # RTLIL: Yosys reads it in seconds (sw.resources)
     text = rtlil.convert(Accelerator(graph), name="deflow_top", emit_src=False)
     sha = hashlib.sha256(text.encode()).hexdigest()
     t_v = round(time.time() - t0, 1)
     done = out_dir / "resources.json"
-    if done.exists() and vpath.exists():
+    if done.exists() and il_path.exists():
         try:
             data = json.loads(done.read_text())
         except json.JSONDecodeError:
@@ -182,9 +182,9 @@ def run_yosys(graph, board_name: str, out_dir: Path, timeout_s: float) -> dict:
             return {"status": "ok", "counts": data["counts"], "utilisation": data["utilisation"],
                     "fits": data["fits"], "yosys_seconds": data["yosys_seconds"],
                     "rtlil_s": t_v, "cached": True}
-    write_text_atomic(vpath, text)
+    write_text_atomic(il_path, text)
     try:
-        data = report(vpath, "deflow_top", board_name, out_dir, timeout_s=timeout_s,
+        data = report(il_path, "deflow_top", board_name, out_dir, timeout_s=timeout_s,
                       progress=lambda s: print(s, file=sys.stderr, flush=True),
                       extra={"design_sha256": sha})
     except SynthesisError as exc:
@@ -319,7 +319,7 @@ def accuracy(ckpt: Path, float_ckpt: Path, n_images: int, golden_images: int, vo
 def target_check(results: dict) -> dict:
     """Is the issue's target (codenet256 on Ultra96-V2, >= 135 fps at 200 MHz, within LUT/DSP/BRAM
     by Yosys) met? Judged on ``results["target_design"]`` (the compiler's folding for the target
-    fps, whose Verilog Yosys counts) when present, else on the fastest folding's row. Names the
+    fps, whose RTL Yosys counts) when present, else on the fastest folding's row. Names the
     limiting layer when not."""
     row = results.get("target_design") or next(
         (r for r in results.get("boards", []) if r.get("config") == TARGET["config"]
