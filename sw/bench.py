@@ -62,6 +62,8 @@ TARGET = {"config": "codenet256", "board": "ultra96v2", "clock_mhz": 200.0, "fps
 DEFAULT_CONFIGS = ("small", "codenet256-0.5x", "codenet256", "codenet512")
 DEFAULT_BOARDS = ("pynq-z2", "ultra96v2", "zcu104", "kv260")
 DEFAULT_SIM_CONFIGS = ("small", "codenet256-0.5x")
+#: configs whose slowest layers are simulated alone on full frames (too large to run whole)
+DEFAULT_LAYER_SIM_CONFIGS = ("codenet256", "codenet512")
 #: target fps (at the clock, on Ultra96-V2) of the folding simulated in RTL, per input size:
 #: a modest folding keeps the Verilog small; the demo uses 2,000 fps for the 128x128 config
 SIM_FPS = {64: 2000.0, 128: 2000.0, 256: 200.0, 512: 50.0}
@@ -248,6 +250,62 @@ def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = N
             "fifo_depths": depths, "sizing_s": round(t_size, 1), "sized_run_s": round(t_total, 1),
             "verilator_build_s": round(t_build_end - t1, 1), "sim_s": round(sim_s, 1),
             "sim_cycles_per_s": round(sum(cyc) / sim_s, 1)}
+
+
+def simulate_slowest_layers(graph, frames: list[np.ndarray], top_k: int = 2,
+                            build_root: Path | None = None) -> list[dict]:
+    """The ``top_k`` slowest layers of a folded graph, each alone in RTL on full frames.
+
+    For designs too large to simulate whole in a benchmark (the first frame of a 256x256
+    config is millions of cycles of the whole pipeline, hours of Verilator on two cores). The
+    pipeline's frame interval is its slowest layer's cycles (measured on the small detector:
+    98,304 against an II of 98,310), so the slowest layers' own full-frame cycles are the
+    measured basis of the projected fps. Each layer gets the golden model's input tensor of
+    each frame (real images) and its output is compared with the golden model's.
+
+    Args:
+        graph: folded :class:`sw.hwgraph.HWGraph`.
+        frames: input images ``[H, W, 3]`` uint8 of the graph's size (at least 2 for a
+            steady-state interval).
+        top_k: layers by decreasing expected cycles.
+
+    Returns:
+        one row per layer: ``layer``, ``op``, ``folding``, ``expected_cycles`` (compiler),
+        ``cycles_per_frame`` (measured; frame 0 from the first input beat to the last output
+        beat, later frames tlast to tlast), ``steady_cycles`` (the last frame's),
+        ``mismatches``, ``sim_s``; a layer with more than one input or output stream, or with a
+        sliding-window stream, gets ``skipped`` with the reason instead.
+    """
+    from sw.estimate import estimate
+    from sw.execute import run_graph
+    from sw.hwgraph import HWGraph
+    from sw.rtlsim import simulate
+
+    est = sorted(estimate(graph), key=lambda e: -e.cycles)[:top_k]
+    acts = [run_graph(graph, f, keep_all=True) for f in frames]
+    rows = []
+    for e in est:
+        layer = graph.layer(e.name)
+        row = {"layer": e.name, "op": e.op, "folding": dict(layer.folding),
+               "expected_cycles": int(e.cycles)}
+        if len(layer.inputs) != 1 or len(layer.outputs) != 1:
+            rows.append(row | {"skipped": f"{len(layer.inputs)} input / {len(layer.outputs)} "
+                                          "output streams"})
+            continue
+        kinds = {graph.tensors[t].kind for t in layer.inputs + layer.outputs}
+        if not kinds <= {"feature", "acc"}:  # the golden model keeps windows as [H, W, C, K*K, ..]
+            rows.append(row | {"skipped": f"a {'/'.join(sorted(kinds - {'feature', 'acc'}))} stream"})
+            continue
+        sub = HWGraph([layer], {t: graph.tensors[t] for t in layer.inputs + layer.outputs},
+                      layer.inputs[0], layer.outputs[0])
+        t0 = time.time()
+        run = simulate(sub, [a[layer.inputs[0]] for a in acts], instrument=False,
+                       build_root=build_root)
+        rows.append(row | {"cycles_per_frame": [int(c) for c in run.cycles],
+                           "steady_cycles": int(run.cycles[-1]),
+                           "mismatches": [int(m) for m in run.mismatches],
+                           "sim_s": round(time.time() - t0, 1)})
+    return rows
 
 
 # -- accuracy ----------------------------------------------------------------------------------
@@ -442,6 +500,25 @@ def format_markdown(r: dict) -> str:
                      f"| {_fmt(l['rtl_busy_cycles'])} | {_fmt(l['ideal_cycles'])} "
                      f"| {'-' if l['utilisation'] is None else '%.1f%%' % (100 * l['utilisation'])} |")
         o += ["", "(Stream layers below half the II are omitted here; all layers are in results.json.)", ""]
+    if r.get("layer_rtl"):
+        o += ["## Slowest layers alone in RTL, full frames (measured cycles)", "",
+              "Designs too large to simulate whole here: each of their slowest layers runs alone in "
+              "Verilator on the golden model's input tensors of real val images; the pipeline's "
+              "frame interval is its slowest layer's cycles.", "",
+              "| design | layer | op | folding | expected cycles (computed) | measured cycles per frame "
+              "| bit-exact |", "|---|---|---|---|---:|---|---|"]
+        for design, rows in r["layer_rtl"].items():
+            if isinstance(rows, dict):  # an error for the whole design
+                o.append(f"| {design} | {rows.get('error')} | | | | | |")
+                continue
+            for l in rows:
+                fold = ", ".join(f"{k}={v}" for k, v in l["folding"].items() if k in ("PE", "SIMD"))
+                meas = (l.get("skipped") or
+                        ", ".join(f"{c:,}" for c in l["cycles_per_frame"]))
+                exact = "-" if "skipped" in l else str(not any(l["mismatches"]))
+                o.append(f"| {design} | {l['layer']} | {l['op']} | {fold} | {l['expected_cycles']:,} "
+                         f"| {meas} | {exact} |")
+        o.append("")
     o += ["## Accuracy (measured, VOC6 mAP50 %, our VOC2012 val split)", "",
           "| model | VOC6 mAP50 | mAP50 present classes | images |", "|---|---:|---:|---:|"]
     for k, v in r.get("accuracy", {}).items():
@@ -544,6 +621,10 @@ def main(argv: list[str] | None = None) -> int:
                    "(default by input size: " + ", ".join(f"{k}: {v:g}" for k, v in SIM_FPS.items()) + ")")
     p.add_argument("--sim-frames", type=int, default=3, help="frames in the sized simulation (>= 3: "
                    "the second-to-last is a steady-state frame, with frames before and after it)")
+    p.add_argument("--layer-sim-configs", nargs="*", default=list(DEFAULT_LAYER_SIM_CONFIGS),
+                   help="configs whose slowest layers run alone in RTL on full frames (codenet256: "
+                   "the target design; others: their fastest Ultra96-V2 folding)")
+    p.add_argument("--layer-sim-top", type=int, default=2, help="slowest layers per design")
     p.add_argument("--val-images", type=int, default=None, help="images for float/W4A8 mAP "
                    f"(default {FULL_VAL_IMAGES}, --quick {QUICK_VAL_IMAGES})")
     p.add_argument("--golden-images", type=int, default=None, help="images for the golden-model "
@@ -698,7 +779,22 @@ def main(argv: list[str] | None = None) -> int:
             yosys_pass([name, TARGET["config"]])
     if "accuracy" not in R:
         accuracy_pass()
-    # 4. Yosys on the remaining configs (the slow ones last)
+    # 4. the slowest layers of the designs too large to simulate whole, alone, on full frames
+    designs = [(f"{TARGET['config']} target {TARGET['fps']:g} fps, {TARGET['board']}", folded.get("target"),
+                TARGET["config"])] if TARGET["config"] in a.layer_sim_configs else []
+    designs += [(f"{c} fastest, ultra96v2", folded.get((c, "ultra96v2")), c)
+                for c in a.layer_sim_configs if c != TARGET["config"]]
+    for label, g, name in designs:
+        if g is None or name not in graphs:
+            continue
+        bar.set_description(f"{label}: slowest layers in RTL")
+        try:
+            R.setdefault("layer_rtl", {})[label] = simulate_slowest_layers(
+                g, list(sample_images(2, known[name], split="val")), a.layer_sim_top)
+        except Exception as exc:
+            R.setdefault("layer_rtl", {})[label] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+        write_results(R, out)
+    # 5. Yosys on the remaining configs (the slow ones last)
     yosys_pass(configs)
     bar.close()
     write_results(R, out)

@@ -139,3 +139,41 @@ def test_target_check_prefers_the_target_design():
     target["yosys"]["utilisation"]["BRAM36"]["used"] = 217
     assert bench.target_check({"boards": [fastest], "target_design": target})["status"].endswith(
         "does not fit")
+
+
+def test_slowest_layers_alone_in_rtl_measure_their_expected_cycles(tmp_path):
+    # a 1x1 conv (16 -> 16 channels, 8x8 pixels) at PE=2, SIMD=2: 16*16*64/4 = 4,096 MAC steps
+    # a frame; the compiler's cycles add the MVAU's 6-cycle latency (hw.mvau expected_cycles).
+    # Alone in Verilator on two frames, bit-exact: the first frame takes exactly the expected
+    # cycles, the steady-state interval the MAC steps
+    import numpy as np
+
+    from sw.folding import apply_folding
+    from test_autofold_memory import pointwise_graph
+    from test_estimate import small_graph
+
+    g = apply_folding(pointwise_graph(c=16, hw=8), {"MVAU_0": {"PE": 2, "SIMD": 2}})
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, size=(8, 8, 16)).astype(np.uint8) for _ in range(2)]
+    (row,) = bench.simulate_slowest_layers(g, frames, top_k=1, build_root=tmp_path)
+    assert row["layer"] == "MVAU_0" and row["expected_cycles"] == 4102
+    assert row["mismatches"] == [0, 0] and row["cycles_per_frame"] == [4102, 4096]
+    assert row["steady_cycles"] == 4096
+    # a layer fed by a sliding window (its golden layout is not [H, W, C]) is skipped, named
+    g2 = apply_folding(small_graph(), {"MVAU_0": {"PE": 1, "SIMD": 1}})
+    rows = bench.simulate_slowest_layers(g2, [np.zeros((8, 8, 4), np.uint8)] * 2, top_k=1,
+                                         build_root=tmp_path)
+    assert rows[0]["layer"] == "MVAU_0" and rows[0]["skipped"] == "a window stream"
+
+
+def test_markdown_lists_the_slowest_layer_runs(quick):
+    _, r = quick
+    r = dict(r, layer_rtl={"codenet256 target 135 fps, ultra96v2": [
+        {"layer": "MVAU_1", "op": "MVAU", "folding": {"PE": 1, "SIMD": 4}, "expected_cycles": 1_425_414,
+         "cycles_per_frame": [1_425_414, 1_425_408], "steady_cycles": 1_425_408, "mismatches": [0, 0]},
+        {"layer": "DeformableSampler_0", "op": "DeformableSampler", "folding": {}, "expected_cycles": 9,
+         "skipped": "2 input / 1 output streams"}]})
+    md = bench.format_markdown(r)
+    assert ("| codenet256 target 135 fps, ultra96v2 | MVAU_1 | MVAU | PE=1, SIMD=4 | 1,425,414 "
+            "| 1,425,414, 1,425,408 | True |") in md
+    assert "| DeformableSampler_0 | DeformableSampler |  | 9 | 2 input / 1 output streams | - |" in md
