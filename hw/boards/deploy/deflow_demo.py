@@ -11,8 +11,8 @@ Runs on the Python 3 of a PYNQ 3.x board image (pynq, numpy, Pillow; OpenCV only
 
 Output tensor layout (models/detector.py): channels ``heat (C-4 classes) | wh (2) | reg (2)``
 at stride ``input H / output H``; real values are ``output_scale x integer`` (accel.json).
-Until the trained detector is built, the bitstream holds the (untrained) slice network: the
-pipeline runs end to end but its boxes mean nothing.
+A bitstream of the default model (the untrained 64x64 slice network) runs the pipeline end to
+end but its boxes mean nothing; build it with ``--model small`` for the trained detector.
 """
 
 from __future__ import annotations
