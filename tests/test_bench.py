@@ -84,6 +84,7 @@ def test_rtl_layers_match_estimates_and_measurements(quick):
             # one MAC step per busy cycle: the run's frame intervals are contiguous and hold
             # all the work, so the busy cycles over all frames are exactly frames * MACs/(PE*SIMD)
             assert sum(f[e.name] for f in m["mac_busy_per_frame"]) == 3 * l["ideal_cycles"]
+            assert l["rtl_busy_cycles"] == l["ideal_cycles"]  # per frame, averaged over the run
         else:
             assert l["ideal_cycles"] is None and l["rtl_busy_cycles"] is None
     assert compute >= 3
