@@ -119,6 +119,8 @@ def top1_check(dets: np.ndarray, gt) -> dict | None:
         ``{"class", "score", "correct", "iou", "gt_class"}`` (``iou``/``gt_class``: the best
         overlapping ground-truth box of any class), or ``None`` without detections.
     """
+    from pycocotools import mask as mask_utils
+
     from models.centernet import VOC_CLASSES
 
     if len(dets) == 0:
@@ -131,11 +133,10 @@ def top1_check(dets: np.ndarray, gt) -> dict | None:
     labels = np.asarray(gt[1]).reshape(-1)
     if not len(boxes):
         return out | {"correct": False}
-    iw = np.clip(np.minimum(x2, boxes[:, 2]) - np.maximum(x1, boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(y2, boxes[:, 3]) - np.maximum(y1, boxes[:, 1]), 0, None)
-    inter = iw * ih
-    union = (x2 - x1) * (y2 - y1) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    iou = inter / np.maximum(union, 1e-9)
+    # the IoU the AP50 evaluation uses (pycocotools, boxes as x, y, w, h)
+    iou = mask_utils.iou([[x1, y1, x2 - x1, y2 - y1]],
+                         np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).tolist(),
+                         [0] * len(boxes))[0]
     same = labels == int(cls)
     best = int(np.argmax(iou))
     return out | {"correct": bool(same.any() and iou[same].max() >= 0.5),
