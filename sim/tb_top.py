@@ -42,16 +42,18 @@ def _fields(value: int, widths: list[int]) -> list[int]:
     return out
 
 
-def diagnose_stall(dut, probes: list[dict]) -> str:
-    """Human-readable stall report from the ``dbg_fifo_*`` probes of an instrumented top."""
+def stall_report(probes: list[dict], full: int, starved: int, level: int) -> str:
+    """Human-readable stall report from the values of an instrumented top's
+    ``dbg_fifo_full``, ``dbg_fifo_starved`` and ``dbg_fifo_level`` ports (one bit / one
+    ``level_bits`` field per FIFO, in ``probes`` order, first FIFO in the LSBs)."""
     if not probes:
         return "no probes (build the top level with instrument=True for a diagnosis)"
     n = len(probes)
-    full = _fields(int(dut.dbg_fifo_full.value), [1] * n)
-    starved = _fields(int(dut.dbg_fifo_starved.value), [1] * n)
-    levels = _fields(int(dut.dbg_fifo_level.value), [p["level_bits"] for p in probes])
+    full_bits = _fields(full, [1] * n)
+    starved_bits = _fields(starved, [1] * n)
+    levels = _fields(level, [p["level_bits"] for p in probes])
     lines = []
-    for p, f, s, lvl in zip(probes, full, starved, levels):
+    for p, f, s, lvl in zip(probes, full_bits, starved_bits, levels):
         if f:
             lines.append(f"  FULL    fifo_{p['tensor']} ({p['producer']} -> {p['consumer']}) "
                          f"{lvl}/{p['depth']}: {p['producer']} is blocked")
@@ -59,7 +61,7 @@ def diagnose_stall(dut, probes: list[dict]) -> str:
             lines.append(f"  EMPTY   fifo_{p['tensor']} ({p['producer']} -> {p['consumer']}): "
                          f"{p['consumer']} waits for data")
     by_consumer: dict[str, list] = {}
-    for p, f, s in zip(probes, full, starved):
+    for p, f, s in zip(probes, full_bits, starved_bits):
         by_consumer.setdefault(p["consumer"], []).append((p, f, s))
     for layer, ins in by_consumer.items():
         waiting = [p["tensor"] for p, f, s in ins if s]
@@ -70,6 +72,14 @@ def diagnose_stall(dut, probes: list[dict]) -> str:
                          f"ending in {', '.join('fifo_' + t for t in stuffed)} needs deeper FIFOs "
                          f"(size FIFOs by simulation)")
     return "\n".join(lines) or "  every FIFO neither full nor starved (a layer stopped by itself)"
+
+
+def diagnose_stall(dut, probes: list[dict]) -> str:
+    """:func:`stall_report` read from the ``dbg_fifo_*`` probes of an instrumented top."""
+    if not probes:
+        return stall_report(probes, 0, 0, 0)
+    return stall_report(probes, int(dut.dbg_fifo_full.value), int(dut.dbg_fifo_starved.value),
+                        int(dut.dbg_fifo_level.value))
 
 
 @cocotb.test()

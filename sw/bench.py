@@ -201,7 +201,8 @@ def run_yosys(graph, board_name: str, out_dir: Path, timeout_s: float) -> dict:
 
 # -- RTL simulation ----------------------------------------------------------------------------
 
-def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = None) -> dict:
+def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = None,
+                    harness: str = "native", progress=None) -> dict:
     """FIFO sizing by simulation, then the sized design on ``frames``; measured figures.
 
     Returns:
@@ -209,9 +210,12 @@ def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = N
         more, else the last), "frame_interval" (its cycles, tlast to tlast), "mismatches",
         "bit_exact", "mac_busy" (per layer, MAC-busy cycles over the whole run / frames: each
         layer's cycles per frame), "mac_busy_per_frame" (in each frame interval), "fifo_depths", "sizing_s", "verilator_build_s",
-        "sim_s", "sim_cycles_per_s"}``. Build time: from the call's start to the build log's
-        last write (Verilog emission + Verilator; 0 if the build was cached); simulation time:
-        from then to the test log's last write; cycles/s = simulated frame cycles / sim_s.
+        "sim_s", "sim_cycles_per_s", "harness"}``. ``harness``: :func:`sw.rtlsim.simulate`'s
+        (``native``: the C++ testbench, default; ``cocotb``). Build time: Verilog emission +
+        Verilator + C++ (0 if cached), measured by the native harness, with cocotb from the
+        call's start to the build log's last write; simulation time: measured by the native
+        harness, with cocotb from the build's end to the test log's last write; cycles/s =
+        simulated frame cycles / sim_s. ``progress``: passed to the native harness.
     """
     from sw.rtlsim import simulate
 
@@ -226,20 +230,24 @@ def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = N
     ii = bottleneck(estimate(graph)).cycles
     try:
         sizing = simulate(graph, frames[:2], fifo_depths=sizing_depths(graph), instrument=True,
-                          build_root=build_root, watchdog_cycles=max(20_000, 2 * ii))
+                          build_root=build_root, watchdog_cycles=max(20_000, 2 * ii),
+                          harness=harness, progress=progress)
     except AssertionError as exc:
         raise FifoSizingError(f"FIFO sizing simulation failed: {exc}") from exc
     depths = {t: max(MIN_DEPTH, int(v) + SLACK) for t, v in sizing.fifo_max.items()}
     t_size = time.time() - t0
     t1 = time.time()
     run = simulate(graph, frames, fifo_depths=depths, instrument=True, build_root=build_root,
-                   watchdog_cycles=max(20_000, 2 * ii))
+                   watchdog_cycles=max(20_000, 2 * ii), harness=harness, progress=progress)
     t_total = time.time() - t1
-    bl = run.build_dir / "build.log"
-    logs = sorted(run.build_dir.glob("test_*.log"), key=lambda p: p.stat().st_mtime)
-    t_build_end = bl.stat().st_mtime if bl.exists() and bl.stat().st_mtime >= t1 else t1
-    t_end = logs[-1].stat().st_mtime if logs else time.time()
-    sim_s = max(1e-3, t_end - t_build_end)
+    if run.sim_s is not None:
+        build_s, sim_s = run.build_s, max(1e-3, run.sim_s)
+    else:
+        bl = run.build_dir / "build.log"
+        logs = sorted(run.build_dir.glob("test_*.log"), key=lambda p: p.stat().st_mtime)
+        t_build_end = bl.stat().st_mtime if bl.exists() and bl.stat().st_mtime >= t1 else t1
+        t_end = logs[-1].stat().st_mtime if logs else time.time()
+        build_s, sim_s = t_build_end - t1, max(1e-3, t_end - t_build_end)
     cyc = [int(c) for c in run.cycles]
     # steady state: a frame with frames before and after it (the last frame's interval lacks a
     # following frame, so upstream layers sit idle in it); the last frame when only two ran
@@ -252,8 +260,8 @@ def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = N
                          for k2 in (run.mac_busy[0] if run.mac_busy else {})},
             "mac_busy_per_frame": [{k2: int(v) for k2, v in f.items()} for f in run.mac_busy],
             "fifo_depths": depths, "sizing_s": round(t_size, 1), "sized_run_s": round(t_total, 1),
-            "verilator_build_s": round(t_build_end - t1, 1), "sim_s": round(sim_s, 1),
-            "sim_cycles_per_s": round(sum(cyc) / sim_s, 1)}
+            "verilator_build_s": round(build_s, 1), "sim_s": round(sim_s, 1),
+            "sim_cycles_per_s": round(sum(cyc) / sim_s, 1), "harness": harness}
 
 
 def simulate_slowest_layers(graph, frames: list[np.ndarray], top_k: int = 2,
