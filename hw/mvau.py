@@ -62,6 +62,20 @@ def dot_range(weights: np.ndarray, in_bits: int, in_signed: bool) -> tuple[int, 
     return int(min(lo.min(), 0)), int(max(hi.max(), 0))
 
 
+#: Verilog attribute of the product wires of LUT multipliers (Vivado UG901 ``USE_DSP``)
+LUT_MULT_ATTRS = {"use_dsp": "no"}
+
+
+def lut_multiplier(m, product, shape, name: str):
+    """``product`` through a wire of ``shape`` that carries ``use_dsp = "no"``: Vivado then
+    builds the multiplier driving it in LUTs, and :func:`sw.resources.yosys_script` keeps
+    Yosys from packing it into a DSP48 (Yosys itself ignores the attribute). Returns the wire
+    (a combinational alias of ``product``)."""
+    wire = Signal(shape, name=name, attrs=LUT_MULT_ATTRS)
+    m.d.comb += wire.eq(product)
+    return wire
+
+
 def accumulator_bits(weights: np.ndarray, in_bits: int, in_signed: bool) -> int:
     """Width of the signed accumulator that holds every dot product exactly.
 
@@ -190,7 +204,9 @@ class MVAU(wiring.Component):
         acc_bits: accumulator width; default :func:`accumulator_bits` (exact range from the
             actual weights, FINN's minimised accumulator). A smaller value is refused.
         mult_style: ``"lut"`` (default): ``PE*SIMD`` plain ``in_bits x weight_bits``
-            products, which synthesis maps to LUTs (or DSPs, one product each).
+            products in LUTs: each product's wire carries Vivado's ``use_dsp = "no"``
+            (UG901), which :mod:`sw.resources` applies in Yosys as well
+            (:func:`lut_multiplier`).
             ``"dsp"``: the two PE lanes ``2q`` and ``2q+1`` of a SIMD lane share the input
             element ``x``, so one multiplier computes both products:
             ``P = x * (w1 * 2**K + w0) = (x*w1) * 2**K + x*w0`` with ``K`` the product
@@ -409,7 +425,10 @@ class MVAU(wiring.Component):
                 ]
         for p in range(2 * paired, pe):
             for s in range(simd):
-                m.d.sync += prods[p][s].eq(lane_x(s) * lane_w(p, s))
+                prod = lane_x(s) * lane_w(p, s)
+                if self.mult_style == "lut":
+                    prod = lut_multiplier(m, prod, signed(k), f"mul_{p}_{s}")
+                m.d.sync += prods[p][s].eq(prod)
         v2, first2, last2 = Signal(), Signal(), Signal()
         m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
 

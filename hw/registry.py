@@ -55,7 +55,8 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     if layer.op == "VVAU":
         return VVAU(weights=layer.params["weights"], pe=layer.folding["PE"],
                     kernel_elems=a["kernel_elems"], in_bits=t_in.bits, in_signed=t_in.signed,
-                    weight_bits=a["weight_bits"], acc_bits=t_out.bits, ram_style=ram_style)
+                    weight_bits=a["weight_bits"], acc_bits=t_out.bits,
+                    mult_style=layer.folding.get("resType", "lut"), ram_style=ram_style)
     if layer.op == "Requant":
         return Requantizer(multiplier=layer.params["multiplier"], bias=layer.params["bias"],
                            shift=a["shift"], out_min=a["out_min"], out_max=a["out_max"],

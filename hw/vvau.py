@@ -9,8 +9,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.memory_style import check_ram_style, memory_attrs
-from hw.mvau import (CreditedOutput, _check_weights, _pack, _resolve_acc_bits, signed_bits,
-                     value_range)
+from hw.mvau import (CreditedOutput, _check_weights, _pack, _resolve_acc_bits, lut_multiplier,
+                     signed_bits, value_range)
 
 __all__ = ["VVAU"]
 
@@ -30,6 +30,10 @@ class VVAU(wiring.Component):
         weight_bits: weight type (int4 by default; weights must fit).
         acc_bits: accumulator width; default the exact range from the actual weights
             (:func:`hw.mvau.accumulator_bits`). A smaller value is refused.
+        mult_style: ``"lut"`` (default): the ``PE`` products in LUTs (wires marked
+            ``use_dsp = "no"``, :func:`hw.mvau.lut_multiplier`); ``"dsp"``: one DSP48 per
+            lane (the lanes multiply different inputs, so the two-products-per-DSP packing of
+            the MVAU does not apply). Another value raises ``ValueError``.
         ram_style: FINN's ``ram_style`` of the weight ROM (``"auto"``, ``"block"``,
             ``"distributed"``, ``"ultra"``), written as Verilog ``ram_style``/``rom_style`` attributes on it
             (:mod:`hw.memory_style`); ``"auto"`` (default) adds none. Another value raises
@@ -59,8 +63,11 @@ class VVAU(wiring.Component):
 
     def __init__(self, *, weights: np.ndarray, pe: int, kernel_elems: int = 9, in_bits: int = 8,
                  in_signed: bool = False, weight_bits: int = 4, acc_bits: int | None = None,
-                 ram_style: str = "auto"):
+                 mult_style: str = "lut", ram_style: str = "auto"):
         w = _check_weights("VVAU", weights, weight_bits)
+        if mult_style not in ("lut", "dsp"):
+            raise ValueError(f"VVAU: mult_style must be 'lut' or 'dsp', got {mult_style!r}")
+        self.mult_style = mult_style
         self.ram_style = check_ram_style("VVAU", ram_style)
         c, kk = w.shape
         if kk != kernel_elems:
@@ -155,7 +162,10 @@ class VVAU(wiring.Component):
             xj = x1[j * ib:(j + 1) * ib]
             xj = xj.as_signed() if self.in_signed else xj
             wj = rom_rd.data[j * wb:(j + 1) * wb].as_signed()
-            m.d.sync += prods[j].eq(xj * wj)
+            prod = xj * wj
+            if self.mult_style == "lut":
+                prod = lut_multiplier(m, prod, prod_shape, f"mul_{j}")
+            m.d.sync += prods[j].eq(prod)
         v2, first2, last2 = Signal(), Signal(), Signal()
         m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
 

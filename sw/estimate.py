@@ -20,8 +20,9 @@ Models (sources):
   every input vector, ``MH*MW*W/8 * pixels`` bytes per frame.
 * Products: ``W``-bit weight x ``A``-bit activation. In LUTs at FINN's (FINN-R, Blott et al.
   2018) ``(2*ceil((W+A)/6) - 1) * (W+A)`` LUTs per product (36 for 4x8); in DSP48 slices
-  two products per DSP when ``W + A <= 13`` (the shared-operand packing of Xilinx WP486),
-  one otherwise. Adder tree ``(W+A)*(2*SIMD-1)`` and accumulator ``acc_bits`` LUTs per PE;
+  as the hardware builds them: an MVAU packs PE lanes ``2q, 2q+1`` into one DSP (the
+  shared-operand packing of Xilinx WP486, :attr:`hw.mvau.MVAU.multipliers`: ``ceil(PE/2) *
+  SIMD``), a VVAU needs one DSP per lane (its lanes multiply different inputs). Adder tree ``(W+A)*(2*SIMD-1)`` and accumulator ``acc_bits`` LUTs per PE;
   ``c0 = 300`` LUTs of control per MVAU/VVAU (FINN's constant). Requantiser: one DSP48 per
   lane (16-bit multiplier x accumulator). Stream layers: ``2 * lanes * bits`` LUTs + 50.
 * Pixel buffers, sized by the hardware itself (:func:`hw.registry.buffer_memory`, from the
@@ -187,11 +188,6 @@ def mux_luts(inputs: int) -> int:
     return math.ceil(inputs / 4) + (mux_luts(math.ceil(inputs / 16)) if inputs > 16 else 0)
 
 
-def products_per_dsp(w_bits: int, a_bits: int) -> int:
-    """Products one DSP48 computes per cycle: 2 for narrow operands (WP486 packing), else 1."""
-    return 2 if w_bits + a_bits <= 13 else 1
-
-
 def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
                     mem_style: str = "auto") -> dict:
     """Resources of one folded layer (models in the module docstring).
@@ -228,7 +224,8 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
             r["bram18"], r["uram"], r["lutram_luts"] = _memory(depth, width, mem_style)
         products = pe * simd
         if mult_style == "dsp":
-            r["dsps"] = math.ceil(products / products_per_dsp(w, act))
+            # hw.mvau.MVAU.multipliers / hw.vvau.VVAU: what the RTL instantiates
+            r["dsps"] = math.ceil(pe / 2) * simd if layer.op == "MVAU" else products
             mult = 0
         else:
             mult = simd * (2 * math.ceil((w + act) / 6) - 1) * (w + act)

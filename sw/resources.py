@@ -131,7 +131,12 @@ def yosys_script(verilog: Path, top: str, family: str, uram: bool, stat_path: st
     reader = "read_rtlil" if Path(verilog).suffix == ".il" else "read_verilog"
     return "\n".join([
         f"{reader} {verilog}",
-        f"synth_xilinx {opts} -run :map_memory",
+        f"synth_xilinx {opts} -run :map_dsp",
+        # Yosys ignores Vivado's use_dsp attribute: the multipliers that drive a wire marked
+        # use_dsp="no" (hw.mvau.lut_multiplier) are hidden from map_dsp as $__soft_mul, which
+        # map_dsp itself turns back into $mul for the LUT mapping
+        "chtype -set $__soft_mul w:* a:use_dsp=no %i %ci3 t:$mul %i",
+        f"synth_xilinx {opts} -run map_dsp:map_memory",
         # Yosys's Xilinx LUTRAM cells need a write port: a ROM styled "distributed" (Vivado's
         # LUT ROM) maps to LUT logic instead of failing with "no valid mapping found"
         'attrmap -map ram_style="distributed" ram_style="logic" '

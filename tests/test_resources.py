@@ -141,3 +141,26 @@ def test_distributed_rom_maps_to_luts_and_block_rom_to_bram(tmp_path):
         counts[style], _ = synthesize(p, "rom", "xcup")
     assert counts["distributed"].BRAM18 == 0 and counts["distributed"].LUT > 24
     assert counts["block"].BRAM18 == 1 and counts["block"].LUT == 0
+
+
+@pytest.mark.parametrize("op", ["MVAU", "VVAU"])
+def test_yosys_dsp_count_follows_the_mult_style(tmp_path, op):
+    # Yosys ignores Vivado's use_dsp: without the script's chtype step every LUT product of a
+    # "lut" MVAU/VVAU became a DSP48 (434 DSPs on the small detector where 317 were planned)
+    import numpy as np
+
+    from hw.mvau import MVAU
+    from hw.vvau import VVAU
+
+    rng = np.random.default_rng(7)
+    dsps = {}
+    for style in ("lut", "dsp"):
+        if op == "MVAU":  # PE 3: one packed pair and one lane alone per SIMD lane
+            dut = MVAU(weights=rng.integers(-8, 8, (6, 8)), pe=3, simd=2, mult_style=style)
+        else:
+            dut = VVAU(weights=rng.integers(-8, 8, (4, 9)), pe=4, mult_style=style)
+        p = tmp_path / f"{op}_{style}.il"
+        p.write_text(rtlil.convert(dut, name="dut", emit_src=False))
+        dsps[style] = synthesize(p, "dut", "xcup")[0].DSP
+    # the RTL's multipliers, which the compiler's estimate counts (sw.estimate)
+    assert dsps == {"lut": 0, "dsp": 4}
