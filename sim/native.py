@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -73,6 +74,21 @@ def _words_to_int(words: list[int]) -> int:
     return sum(int(w) << (32 * i) for i, w in enumerate(words))
 
 
+#: a zero initialiser of one entry of an Amaranth FIFO's storage memory, one line each
+_FIFO_ZERO_INIT = re.compile(r"^\s*storage\[\d+\] = \d+'[hd]0+;\n", re.M)
+
+
+def strip_fifo_zero_init(verilog: str) -> str:
+    """``verilog`` without the zero initialisers of FIFO storage memories.
+
+    Amaranth's FIFOs (``amaranth.lib.fifo``, memory ``storage``) come out of the Verilog
+    backend with one ``storage[i] = 0;`` line per entry. The frame-deep FIFOs of a sizing
+    simulation of a 256x256 detector make 7.5 million such lines (227 MB of Verilog), on which
+    Verilator ran out of 24 GB. A FIFO never reads an entry it has not written, so the
+    initial value is unobservable (and Verilator zero-initialises anyway)."""
+    return _FIFO_ZERO_INIT.sub("", verilog)
+
+
 def _tool_env() -> dict[str, str]:
     root = verilator_bin_dir().parent
     env = {k: v for k, v in os.environ.items() if k != "MAKEFLAGS"}
@@ -105,7 +121,10 @@ def build_native(component, *, toplevel: str = "deflow_top", probes: bool = Fals
     from amaranth.back import verilog as amaranth_verilog
 
     verilator_bin_dir()  # raises SimulatorUnavailable with the install hint
-    verilog = amaranth_verilog.convert(component, name=toplevel, emit_src=False)
+    if log:
+        log("native build: Verilog")
+    verilog = strip_fifo_zero_init(amaranth_verilog.convert(component, name=toplevel,
+                                                            emit_src=False))
     flags = ["-O3", "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--prefix", "Vdeflow_top",
              "--top-module", toplevel] + (["-CFLAGS", "-DDEFLOW_PROBES"] if probes else [])
     key = hashlib.sha1("\0".join([verilog, TB_SOURCE.read_text(), cxx_opt] + flags).encode())

@@ -168,7 +168,8 @@ def _simulate_native(graph: HWGraph, frames: list[np.ndarray], expected: list[np
         watchdog_cycles = max(20_000, ii // 4)
     t0 = time.time()
     exe = build_native(top, toplevel=toplevel, probes=instrument, build_root=build_root,
-                       log=lambda line: print(line, file=sys.stderr, flush=True))
+                       log=lambda line: print(f"{time.strftime('%H:%M:%S')} {line}",
+                                              file=sys.stderr, flush=True))
     build_s = time.time() - t0
     t_in, t_out = graph.tensors[graph.input], graph.tensors[graph.output]
     data = [_to_axi_bytes(t_in, f) for f in frames]
