@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -489,7 +491,7 @@ def format_markdown(r: dict) -> str:
         else:
             o += [f"Yosys on the target design: {y.get('status', 'not run')}", ""]
     if r.get("estimate_all_summary"):
-        o += [f"Cross-check, `build/estimates/summary.json` (sw.estimate_all at the board's default clock): "
+        o += ["Cross-check, `build/estimates/summary.json` (sw.estimate_all at the board's default clock): "
               + "; ".join(f"{s['config']} on {s['board']}: {s.get('fps', 0):.1f} fps, bottleneck "
                           f"{s.get('bottleneck')}" for s in r["estimate_all_summary"]), ""]
     o += ["## RTL simulation (measured cycles)", ""]
@@ -498,7 +500,10 @@ def format_markdown(r: dict) -> str:
             o += [f"### {name}: {s.get('status') or s.get('error')}", ""]
             continue
         m = s["measured"]
-        o += [f"### {name} (simulation folding: target {s['sim_fps_target']:g} fps at {r['clock_mhz']:g} MHz)", "",
+        what = ("the issue's target design: compiler folding" if s.get("design") == "target"
+                else "simulation folding")
+        o += [f"### {name} ({what} for {s['sim_fps_target']:g} fps at {r['clock_mhz']:g} MHz; "
+              f"whole pipeline, {m.get('harness', 'cocotb')} testbench)", "",
               f"Measured cycles per frame {m['cycles_per_frame']} (first includes pipeline fill), steady-state "
               f"interval (frame {m.get('steady_frame')}) {m['frame_interval']:,} vs expected II {s['expected_ii']:,} ({s['bottleneck']}); "
               f"projected {r['clock_mhz'] * 1e6 / m['frame_interval']:,.1f} fps from the measured interval. "
@@ -650,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="boards whose fastest folding Yosys synthesizes (default: ultra96v2)")
     p.add_argument("--yosys-timeout", type=float, default=900.0, help="seconds per design")
     p.add_argument("--quick-yosys-max-luts", type=int, default=40_000)
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="2: Yosys runs in a worker beside the simulations (default on 2+ cores)")
     p.add_argument("--onnx-cache", default=str(REPO_ROOT / "build" / "estimates" / "onnx"))
     a = p.parse_args(argv)
 
@@ -692,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     steps = len(configs) * (1 + len(boards)) + len(sim_configs) + (0 if a.no_accuracy else 1)
     bar = tqdm(total=steps, unit="step", file=sys.stderr)
-    graphs, folded = {}, {}
+    graphs, folded, target_cfg = {}, {}, None
     # 1. compile: export (cached), lower, fastest folding per board (estimates)
     for name in configs:
         bar.set_description(f"{name}: export + lower")
@@ -734,6 +741,21 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1)
         write_results(R, out)
 
+    # Yosys runs in a worker thread beside the simulations when --jobs > 1 (Yosys and the
+    # simulators are subprocesses, one core each); the worker only sets its row's "yosys"
+    # entry, and the main thread writes the results files
+    pool = ThreadPoolExecutor(max_workers=1) if a.jobs > 1 else None
+    jobs = []
+
+    def yosys_one(row, key):
+        where = (f"{row['config']}_{row['board']}_target{TARGET['fps']:g}fps"
+                 if key == "target" else f"{key[0]}_{key[1]}")
+        try:
+            res = run_yosys(folded[key], row["board"], out / "yosys" / where, a.yosys_timeout)
+        except Exception as exc:
+            res = {"status": f"failed: {type(exc).__name__}: {exc}"}
+        row["yosys"] = res
+
     def yosys_pass(names):
         rows = [R["target_design"]] if TARGET["config"] in names and "target_design" in R else []
         for row in rows + R["boards"]:
@@ -746,16 +768,17 @@ def main(argv: list[str] | None = None) -> int:
                 row["yosys"] = {"status": "not run (board not in --yosys-boards)"}
             elif a.quick and row["estimated"]["LUT"]["used"] > a.quick_yosys_max_luts:
                 row["yosys"] = {"status": f"skipped in --quick (> {a.quick_yosys_max_luts:,} estimated LUTs)"}
+            elif pool is not None:
+                row["yosys"] = {"status": "queued (running beside the simulations)"}
+                jobs.append(pool.submit(yosys_one, row, key))
             else:
                 bar.set_description(f"yosys {row['config']} {row['board']}")
-                try:
-                    where = (f"{row['config']}_{row['board']}_target{TARGET['fps']:g}fps"
-                             if key == "target" else f"{key[0]}_{key[1]}")
-                    row["yosys"] = run_yosys(folded[key], row["board"], out / "yosys" / where,
-                                             a.yosys_timeout)
-                except Exception as exc:
-                    row["yosys"] = {"status": f"failed: {type(exc).__name__}: {exc}"}
+                yosys_one(row, key)
             write_results(R, out)
+
+    if pool is not None:  # every design, smallest first, while the simulations run
+        yosys_pass([c for c in configs if c == TARGET["config"] or known[c] <= 128])
+        yosys_pass(configs)
 
     # 3. RTL simulation of each sim config (modest folding), Yosys after the first (cheap) one
     from models.data import sample_images
@@ -771,8 +794,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == TARGET["config"] and folded.get("target") is not None and a.sim_fps is None:
             # the target design itself: its projected fps then rests on a measured
             # whole-pipeline frame interval
-            fps, g, cfg = TARGET["fps"], folded["target"], target_cfg
+            fps, g, cfg, design = TARGET["fps"], folded["target"], target_cfg, "target"
         else:
+            design = "simulation"
             fps = a.sim_fps or SIM_FPS.get(size, 100.0)
             cfg = choose_folding(graphs[name], get_board("ultra96v2"), target_fps=fps,
                                  clock_mhz=a.clock_mhz)
@@ -790,7 +814,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             R["rtl"][name] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
         else:
-            R["rtl"][name] = {"sim_fps_target": fps, "expected_ii": bn.cycles, "bottleneck": bn.name,
+            R["rtl"][name] = {"sim_fps_target": fps, "design": design,
+                              "expected_ii": bn.cycles, "bottleneck": bn.name,
                               "folding": cfg, "measured": m,
                               "layers": layer_rows(g, est, m["mac_busy"], m["frame_interval"])}
             R["tools"][name].update(fifo_sizing_run_s=m["sizing_s"], verilator_build_s=m["verilator_build_s"],
@@ -820,6 +845,9 @@ def main(argv: list[str] | None = None) -> int:
         write_results(R, out)
     # 5. Yosys on the remaining configs (the slow ones last)
     yosys_pass(configs)
+    if pool is not None:
+        bar.set_description(f"waiting for Yosys ({sum(not j.done() for j in jobs)} designs left)")
+        pool.shutdown(wait=True)
     bar.close()
     write_results(R, out)
     plot_fps(R, out / "fps.png")

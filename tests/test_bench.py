@@ -67,6 +67,7 @@ def test_rtl_layers_match_estimates_and_measurements(quick):
     assert s["expected_ii"] == bottleneck(est).cycles
     m = s["measured"]
     assert m["bit_exact"] and m["mismatches"] == [0, 0, 0] and len(m["cycles_per_frame"]) == 3
+    assert m["harness"] == "native" and s["design"] == "simulation"
     assert m["steady_frame"] == 1 and m["frame_interval"] == m["cycles_per_frame"][1] > 0
     # the pipeline cannot beat its slowest layer's stall-free MAC count
     assert m["frame_interval"] >= max(l["ideal_cycles"] or 0 for l in s["layers"])
@@ -178,3 +179,27 @@ def test_markdown_lists_the_slowest_layer_runs(quick):
     assert ("| codenet256 target 135 fps, ultra96v2 | MVAU_1 | MVAU | PE=1, SIMD=4 | 1,425,414 "
             "| 1,425,414, 1,425,408 | True |") in md
     assert "| DeformableSampler_0 | DeformableSampler |  | 9 | 2 input / 1 output streams | - |" in md
+
+
+def test_yosys_runs_in_a_worker_beside_the_simulations(tmp_path, monkeypatch):
+    # --jobs 2: every Yosys design is queued to one worker thread at the start, and the
+    # results files carry what it returned once the run ends
+    import threading
+
+    seen = []
+
+    def fake_yosys(graph, board_name, out_dir, timeout_s):
+        seen.append((threading.current_thread() is threading.main_thread(), board_name))
+        used = {"LUT": 100 * len(graph.layers), "DSP": 1, "BRAM36": 2}
+        return {"status": "ok", "counts": used, "utilisation": {
+            k: {"used": v, "available": 1000, "percent": v / 10} for k, v in used.items()}}
+
+    monkeypatch.setattr(bench, "run_yosys", fake_yosys)
+    out = tmp_path / "b"
+    assert bench.main(["--quick", "--configs", "slice", "--no-accuracy", "--sim-configs",
+                       "--layer-sim-configs", "--jobs", "2", "--out", str(out),
+                       "--onnx-cache", str(tmp_path / "onnx")]) == 0
+    (row,) = json.loads((out / "results.json").read_text())["boards"]
+    assert seen == [(False, "ultra96v2")]
+    assert row["yosys"]["status"] == "ok" and row["yosys"]["counts"]["LUT"] > 1000
+    assert f"{row['yosys']['counts']['LUT']:,} (" in (out / "results.md").read_text()
