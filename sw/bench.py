@@ -63,9 +63,9 @@ TARGET = {"config": "codenet256", "board": "ultra96v2", "clock_mhz": 200.0, "fps
 
 DEFAULT_CONFIGS = ("small", "codenet256-0.5x", "codenet256", "codenet512")
 DEFAULT_BOARDS = ("pynq-z2", "ultra96v2", "zcu104", "kv260")
-DEFAULT_SIM_CONFIGS = ("small", "codenet256-0.5x")
+DEFAULT_SIM_CONFIGS = ("small", "codenet256", "codenet256-0.5x")
 #: configs whose slowest layers are simulated alone on full frames (too large to run whole)
-DEFAULT_LAYER_SIM_CONFIGS = ("codenet256", "codenet512")
+DEFAULT_LAYER_SIM_CONFIGS = ("codenet512",)
 #: target fps (at the clock, on Ultra96-V2) of the folding simulated in RTL, per input size:
 #: a modest folding keeps the Verilog small; the demo uses 2,000 fps for the 128x128 config
 SIM_FPS = {64: 2000.0, 128: 2000.0, 256: 200.0, 512: 50.0}
@@ -780,6 +780,25 @@ def main(argv: list[str] | None = None) -> int:
         yosys_pass([c for c in configs if c == TARGET["config"] or known[c] <= 128])
         yosys_pass(configs)
 
+    def layer_pass():
+        """The slowest layers of the designs too large to simulate whole, alone, full frames."""
+        R["layer_rtl"] = {}
+        designs = [(f"{TARGET['config']} target {TARGET['fps']:g} fps, {TARGET['board']}",
+                    folded.get("target"), TARGET["config"])] \
+            if TARGET["config"] in a.layer_sim_configs else []
+        designs += [(f"{c} fastest, ultra96v2", folded.get((c, "ultra96v2")), c)
+                    for c in a.layer_sim_configs if c != TARGET["config"]]
+        for label, g, name in designs:
+            if g is None or name not in graphs:
+                continue
+            bar.set_description(f"{label}: slowest layers in RTL")
+            try:
+                R["layer_rtl"][label] = simulate_slowest_layers(
+                    g, list(sample_images(2, known[name], split="val")), a.layer_sim_top)
+            except Exception as exc:
+                R["layer_rtl"][label] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+            write_results(R, out)
+
     # 3. RTL simulation of each sim config (modest folding), Yosys after the first (cheap) one
     from models.data import sample_images
 
@@ -823,26 +842,14 @@ def main(argv: list[str] | None = None) -> int:
             plot_layers(R["rtl"][name], name, out / f"layers_{name}.png")
         bar.update(1)
         write_results(R, out)
-        if i == 0:  # then accuracy, the small design's and the issue's target design's Yosys
-            accuracy_pass()
+        if i == 0:  # then accuracy, the small design's and the target design's Yosys, and
+            accuracy_pass()  # the layer runs, before the long whole-pipeline simulations
             yosys_pass([name, TARGET["config"]])
+            layer_pass()
     if "accuracy" not in R:
         accuracy_pass()
-    # 4. the slowest layers of the designs too large to simulate whole, alone, on full frames
-    designs = [(f"{TARGET['config']} target {TARGET['fps']:g} fps, {TARGET['board']}", folded.get("target"),
-                TARGET["config"])] if TARGET["config"] in a.layer_sim_configs else []
-    designs += [(f"{c} fastest, ultra96v2", folded.get((c, "ultra96v2")), c)
-                for c in a.layer_sim_configs if c != TARGET["config"]]
-    for label, g, name in designs:
-        if g is None or name not in graphs:
-            continue
-        bar.set_description(f"{label}: slowest layers in RTL")
-        try:
-            R.setdefault("layer_rtl", {})[label] = simulate_slowest_layers(
-                g, list(sample_images(2, known[name], split="val")), a.layer_sim_top)
-        except Exception as exc:
-            R.setdefault("layer_rtl", {})[label] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
-        write_results(R, out)
+    if "layer_rtl" not in R:
+        layer_pass()
     # 5. Yosys on the remaining configs (the slow ones last)
     yosys_pass(configs)
     if pool is not None:
