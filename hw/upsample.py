@@ -9,6 +9,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.memory_style import check_ram_style, memory_attrs
+from hw.mvau import lut_multiplier
 
 __all__ = ["Upsample"]
 
@@ -145,7 +146,9 @@ class Upsample(wiring.Component):
 
         m.d.comb += [
             rp.en.eq(advance),
-            rp.addr.eq(Mux(slot, RW, 0) + rx * F + fold),
+            # constant multiply in LUTs (hw.mvau.lut_multiplier: not a DSP48)
+            rp.addr.eq(Mux(slot, RW, 0) + lut_multiplier(m, rx * F, range(RW),
+                                                          "col_base") + fold),
             self.o.valid.eq(o_valid),
             self.o.payload.eq(rp.data),
         ]

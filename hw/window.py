@@ -37,6 +37,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.memory_style import check_ram_style, memory_attrs
+from hw.mvau import lut_multiplier
 from sw.golden import conv_output_dim
 
 __all__ = ["SlidingWindowGenerator", "DeformableSampler", "line_buffer_memory"]
@@ -271,7 +272,12 @@ class _LineBufferWindow(wiring.Component):
         pad = (iy < 0) | (iy >= H) | (ix < 0) | (ix >= W)
         slot_sum = head + (iy - lo)  # iy - lo is in [0, SPAN] for every tap inside the image
         slot = Mux(slot_sum >= R, slot_sum - R, slot_sum)
-        addr = (slot * W + ix) * F + f
+        # constant multiplies of the address in LUTs: Yosys put 17 of them on DSP48s in the
+        # codenet256 target design, DSPs the compiler's estimate leaves to the MVAU/VVAUs
+        row_base = lut_multiplier(m, slot * W, range(R * W), "row_base")
+        addr_bits = max(1, (self.buffer_words - 1).bit_length())
+        # a padding tap's negative pixel index wraps here; its address is masked below
+        addr = lut_multiplier(m, (row_base + ix) * F, signed(addr_bits + 1), "pixel_addr") + f
         m.d.comb += [
             rp.en.eq(advance),
             rp.addr.eq(Mux(pad, 0, addr)),

@@ -65,10 +65,12 @@ def test_utilisation_against_board_capacity():
 
 def test_script_replaces_abc9_with_abc():
     s = yosys_script("d.v", "top", "xcup", True, "stat.json")
-    assert "synth_xilinx -family xcup -top top -flatten -noiopad -uram -run :map_memory" in s
+    assert "synth_xilinx -family xcup -top top -flatten -noiopad -uram -run :map_dsp" in s
     assert "abc -luts 2:2,3,6:5,10,20" in s and "abc9" not in s
-    assert (s.index("-run :map_memory") < s.index("attrmap") < s.index("-run map_memory:map_luts")
-            < s.index("abc -luts") < s.index("-run finalize:"))
+    assert (s.index("-run :map_dsp") < s.index("chtype -set $__soft_mul")
+            < s.index("-run map_dsp:map_memory") < s.index("attrmap")
+            < s.index("-run map_memory:map_luts") < s.index("abc -luts")
+            < s.index("-run finalize:"))
 
 
 @pytest.mark.parametrize("family", ["xc7", "xcup"])
@@ -164,3 +166,22 @@ def test_yosys_dsp_count_follows_the_mult_style(tmp_path, op):
         dsps[style] = synthesize(p, "dut", "xcup")[0].DSP
     # the RTL's multipliers, which the compiler's estimate counts (sw.estimate)
     assert dsps == {"lut": 0, "dsp": 4}
+
+
+def test_window_address_multipliers_stay_off_the_dsps(tmp_path):
+    # a sliding window generator's address is (slot*W + x)*F + f with F = C/lanes; Yosys put
+    # such constant multiplies on DSP48s (17 in the codenet256 target design) that the
+    # compiler's DSP estimate, which counts MVAU/VVAU/requantiser multipliers, did not count
+    from hw.upsample import Upsample
+    from hw.window import DeformableSampler, SlidingWindowGenerator
+
+    designs = {
+        "swg": SlidingWindowGenerator(ifm_dim=(32, 32), channels=116, kernel=3, stride=2, pad=1,
+                                      lanes=1, depthwise=True),
+        "sampler": DeformableSampler(ifm_dim=(16, 16), channels=58, max_offset=3, lanes=1),
+        "upsample": Upsample(factor=2, ifm_dim=(16, 16), channels=58, lanes=1),
+    }
+    for name, dut in designs.items():
+        p = tmp_path / f"{name}.il"
+        p.write_text(rtlil.convert(dut, name="dut", emit_src=False))
+        assert synthesize(p, "dut", "xcup")[0].DSP == 0, name
