@@ -13,8 +13,9 @@ products, DSPs or weight-word width than its target needs. Without a target it s
 
 Fitting a board (capacities from :mod:`sw.boards`, used up to ``UTILISATION``):
 
-1. products go to DSP48s (two per DSP, see :mod:`sw.estimate`) in the layers with the most
-   products first, while DSPs remain after the requantisers' one DSP per lane; the rest in LUTs;
+1. products go to DSP48s (two per DSP in an MVAU, one in a VVAU, see :mod:`sw.estimate`) in
+   the layers with the most products first, while DSPs remain after the requantisers' one DSP
+   per lane; the rest in LUTs;
 2. if LUTs are short, shallow memories (``auto`` -> LUTRAM) go to BRAM (``ram_style
    "block"``), most LUTs saved per BRAM18 first, while BRAM remains;
 3. weight memories go to URAM (largest first) where the board has URAM and BRAM is short;

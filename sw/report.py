@@ -44,7 +44,8 @@ SOURCES = [
     "hw.registry.buffer_read_ports); multiplexers at UG474's 4:1 per LUT6, MUXF7/F8 to 16:1",
     "LUT: FINN-R (Blott et al. 2018) (2*ceil((W+A)/6)-1)*(W+A) per LUT product, adder tree "
     "(W+A)*(2*SIMD-1), accumulator, c0 = 300 per MVAU/VVAU",
-    "DSP: two W4xA8 products per DSP48 (Xilinx WP486 packing) when W+A <= 13, one per requantiser lane",
+    "DSP: the RTL's multipliers: MVAU ceil(PE/2)*SIMD (two W4xA8 products per DSP48, Xilinx WP486 "
+    "packing), VVAU one per lane, one per requantiser lane; address multiplies stay in LUTs",
     "external weights: FINN mem_mode 'external', MH*MW*W/8 bytes replayed per pixel",
     "board capacities: sw/boards.py (AMD DS190 / DS891 datasheets)",
 ]
