@@ -66,6 +66,18 @@ def _from_axi_bytes(graph: HWGraph, data: list[int]) -> np.ndarray:
     return unpack_frames(StreamSpec(tuple(t.shape), t.bits, t.signed), data)[0]
 
 
+def _run_limits(graph: HWGraph, n_frames: int, stall: float, backpressure: float,
+                watchdog_cycles: int | None) -> tuple[int, int]:
+    """``(timeout, watchdog)`` cycles of a run, the same for both harnesses: the timeout is
+    generous (stalls and back-pressure at most halve throughput each, plus pipeline fill), the
+    watchdog defaults to a quarter of the bottleneck's II, at least 20,000."""
+    from sw.estimate import bottleneck, estimate
+
+    ii = bottleneck(estimate(graph)).cycles
+    timeout = int(4 * ii * (n_frames + 1) / max(1e-3, (1 - stall) * (1 - backpressure)))
+    return timeout, max(20_000, ii // 4) if watchdog_cycles is None else watchdog_cycles
+
+
 def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
              backpressure: float = 0.0, waves: bool | None = None,
              build_root: Path | None = None, toplevel: str = "deflow_top",
@@ -111,14 +123,9 @@ def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
                                 watchdog_cycles=watchdog_cycles, progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
         result_path = os.path.join(tmp, "result.json")
-        from sw.estimate import bottleneck, estimate
-
-        # generous: stalls and back-pressure at most halve throughput each, plus pipeline fill
-        ii = bottleneck(estimate(graph)).cycles
-        timeout = int(4 * ii * (len(frames) + 1) / max(1e-3, (1 - stall) * (1 - backpressure)))
+        timeout, watchdog_cycles = _run_limits(graph, len(frames), stall, backpressure,
+                                               watchdog_cycles)
         top = Accelerator(graph, fifo_depths=fifo_depths, instrument=instrument)
-        if watchdog_cycles is None:
-            watchdog_cycles = max(20_000, ii // 4)
         config = {
             "frames": [_to_axi_bytes(graph.tensors[graph.input], f) for f in frames],
             "expected": [_to_axi_bytes(graph.tensors[graph.output], e) for e in expected],
@@ -159,13 +166,10 @@ def _simulate_native(graph: HWGraph, frames: list[np.ndarray], expected: list[np
     from hw.top import Accelerator
     from sim.native import build_native, run_native
     from sim.tb_top import _fields, stall_report
-    from sw.estimate import bottleneck, estimate
 
-    ii = bottleneck(estimate(graph)).cycles
-    timeout = int(4 * ii * (len(frames) + 1) / max(1e-3, (1 - stall) * (1 - backpressure)))
+    timeout, watchdog_cycles = _run_limits(graph, len(frames), stall, backpressure,
+                                           watchdog_cycles)
     top = Accelerator(graph, fifo_depths=fifo_depths, instrument=instrument)
-    if watchdog_cycles is None:
-        watchdog_cycles = max(20_000, ii // 4)
     t0 = time.time()
     exe = build_native(top, toplevel=toplevel, probes=instrument, build_root=build_root,
                        log=lambda line: print(f"{time.strftime('%H:%M:%S')} {line}",
