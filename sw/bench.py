@@ -66,9 +66,11 @@ DEFAULT_BOARDS = ("pynq-z2", "ultra96v2", "zcu104", "kv260")
 DEFAULT_SIM_CONFIGS = ("small", "codenet256", "codenet256-0.5x")
 #: configs whose slowest layers are simulated alone on full frames (too large to run whole)
 DEFAULT_LAYER_SIM_CONFIGS = ("codenet512",)
-#: target fps (at the clock, on Ultra96-V2) of the folding simulated in RTL, per input size:
-#: a modest folding keeps the Verilog small; the demo uses 2,000 fps for the 128x128 config
+#: target fps (at the clock) of the folding simulated in RTL, per input size: a modest folding
+#: keeps the Verilog small; the demo uses 2,000 fps for the 128x128 config
 SIM_FPS = {64: 2000.0, 128: 2000.0, 256: 200.0, 512: 50.0}
+#: boards tried in order for the simulated folding (the first on which one fits)
+SIM_BOARDS = ("ultra96v2", "zcu104", "kv260")
 QUICK_VAL_IMAGES = 32
 FULL_VAL_IMAGES = 865  # the whole val split of ../shared/data/voc2012-subset
 CLOCK_NS = 10  # sim/tb_top.py's clock period (ns); cycles = sim time / CLOCK_NS
@@ -202,6 +204,32 @@ def run_yosys(graph, board_name: str, out_dir: Path, timeout_s: float) -> dict:
 
 
 # -- RTL simulation ----------------------------------------------------------------------------
+
+def simulation_folding(graph, fps: float, clock_mhz: float) -> tuple[str, dict]:
+    """The folding simulated in RTL for ``fps`` at ``clock_mhz``: the compiler's, with every
+    weight on chip (the RTL has no DRAM weight stream), on the first of :data:`SIM_BOARDS` where
+    one fits (codenet512 needs ZCU104's BRAM and URAM for its weights at 50 fps).
+
+    Returns:
+        (board name, FINN folding config).
+
+    Raises:
+        CompileError: no folding for ``fps`` fits on any of :data:`SIM_BOARDS`, with each
+            board's reason.
+    """
+    from sw.autofold import choose_folding
+    from sw.boards import get_board
+    from sw.lower import CompileError
+
+    reasons = []
+    for b in SIM_BOARDS:
+        try:
+            return b, choose_folding(graph, get_board(b), target_fps=fps, clock_mhz=clock_mhz,
+                                     external_weights=False)
+        except CompileError as exc:
+            reasons.append(f"{b}: {exc}")
+    raise CompileError("; ".join(reasons))
+
 
 def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = None,
                     harness: str = "native", progress=None) -> dict:
@@ -435,7 +463,10 @@ def format_markdown(r: dict) -> str:
     """results.md from the results dict."""
     o = [f"# deflow benchmark ({'quick' if r['quick'] else 'full'} run)", "",
          f"Clock for projections: {r['clock_mhz']:g} MHz. Started {r['started']}, "
-         f"{r.get('elapsed_s', 0):.0f} s so far.", "",
+         f"{r.get('elapsed_s', 0):.0f} s so far."
+         + ("" if len(r.get("runs") or []) < 2 else " Merged (`--merge`) from the runs started "
+            + ", ".join(f"{x['started']} ({' '.join(x['args']) if x.get('args') else 'arguments not recorded'})"
+                        for x in r["runs"]) + "."), "",
          "Legend: **measured** = RTL simulation cycles (Verilator), Yosys counts, AP on our val "
          "split, tool times (this run); **computed** = compiler estimates (expected cycles, "
          "memory, LUT/DSP/BRAM estimates); **projected** = fps from cycles at the clock (no "
@@ -501,7 +532,7 @@ def format_markdown(r: dict) -> str:
             continue
         m = s["measured"]
         what = ("the issue's target design: compiler folding" if s.get("design") == "target"
-                else "simulation folding")
+                else f"simulation folding on {s.get('board', 'ultra96v2')}")
         o += [f"### {name} ({what} for {s['sim_fps_target']:g} fps at {r['clock_mhz']:g} MHz; "
               f"whole pipeline, {m.get('harness', 'cocotb')} testbench)", "",
               f"Measured cycles per frame {m['cycles_per_frame']} (first includes pipeline fill), steady-state "
@@ -611,16 +642,89 @@ def _save_fig(fig, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_results(results: dict, out: Path) -> None:
-    """results.json and results.md, atomically."""
+def _same_folding(a: dict, b: dict) -> bool:
+    """Two board rows of the same design: the compiler is deterministic, so equal II, bottleneck
+    and estimated resources mean the same folding (and the same RTL)."""
+    return all(a.get(k) == b.get(k) for k in ("config", "board", "ii_cycles", "bottleneck", "estimated"))
+
+
+def _carry_yosys(new_row: dict, old_row: dict | None) -> dict:
+    """``new_row``, with ``old_row``'s Yosys counts when this run did not synthesize and the
+    folding is the same."""
+    if (old_row is None or "counts" not in old_row.get("yosys", {})
+            or "counts" in new_row.get("yosys", {}) or not _same_folding(new_row, old_row)):
+        return new_row
+    return new_row | {"yosys": old_row["yosys"] | {"from_earlier_run": True}}
+
+
+def merge_results(prev: dict, new: dict) -> dict:
+    """``prev`` (an earlier results.json) updated with what the run ``new`` measured.
+
+    Per-config entries (``rtl``, ``tools``, ``layer_rtl``) and board rows (keyed by config and
+    board) of ``new`` replace those of ``prev``; the others are kept. A board row (or the target
+    design) that this run did not synthesize keeps the earlier Yosys counts when its folding is
+    the same (:func:`_same_folding`); accuracy skipped in this run keeps the earlier figures.
+    ``runs`` lists every run's start time and arguments. Used by ``--merge``, so long
+    simulations of one config can be run on their own (or side by side) into one table.
+    """
+    out = dict(prev)
+    for k, v in new.items():
+        if k in ("rtl", "tools", "layer_rtl"):
+            merged = dict(prev.get(k) or {})
+            for name, entry in (v or {}).items():
+                if k == "tools" and isinstance(merged.get(name), dict):
+                    merged[name] = merged[name] | entry
+                elif k == "rtl" and set(entry) == {"status"} and "measured" in (merged.get(name) or {}):
+                    continue  # "not simulated in this run" does not erase a measurement
+                else:
+                    merged[name] = entry
+            out[k] = merged
+        elif k == "boards":
+            rows = {(r["config"], r["board"]): r for r in prev.get("boards", [])}
+            for r in v:
+                rows[(r["config"], r["board"])] = _carry_yosys(r, rows.get((r["config"], r["board"])))
+            out[k] = list(rows.values())
+        elif k == "target_design":
+            out[k] = _carry_yosys(v, prev.get(k))
+        elif k == "accuracy" and "status" in v and "float" in (prev.get(k) or {}):
+            continue
+        elif k == "configs":
+            out[k] = list(dict.fromkeys(list(prev.get(k, [])) + list(v)))
+        elif k != "runs":
+            out[k] = v
+    out["runs"] = list(prev.get("runs") or [{"started": prev.get("started"), "args": prev.get("args")}])
+    this = {"started": new.get("started"), "args": new.get("args")}
+    out["runs"] = [r for r in out["runs"] if r != this] + [this]
+    return out
+
+
+def write_results(results: dict, out: Path) -> dict:
+    """results.json and results.md, atomically; returns what was written.
+
+    With ``results["_merge"]``, the file on disk is re-read and merged (:func:`merge_results`)
+    under an exclusive lock, so several ``--merge`` runs may write to one folder side by side.
+    """
+    import fcntl
+
     from sw.hwgraph import write_text_atomic
 
     results["elapsed_s"] = round(time.time() - results["_t0"], 1)
     data = {k: v for k, v in results.items() if not k.startswith("_")}
-    data["target"] = target_check(data)
-    results["target"] = data["target"]
-    write_text_atomic(out / "results.json", json.dumps(data, indent=1, default=str) + "\n")
-    write_text_atomic(out / "results.md", format_markdown(data))
+    with open(out / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = out / "results.json"
+        if results.get("_merge") and path.exists():
+            try:
+                prev = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"bench: --merge: {path} is not valid JSON ({exc}); "
+                                 "move it away or run without --merge") from None
+            data = merge_results(prev, json.loads(json.dumps(data, default=str)))
+        data["target"] = target_check(data)
+        results["target"] = data["target"]
+        write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
+        write_text_atomic(out / "results.md", format_markdown(data))
+    return data
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -657,17 +761,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick-yosys-max-luts", type=int, default=40_000)
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="2: Yosys runs in a worker beside the simulations (default on 2+ cores)")
+    p.add_argument("--merge", action="store_true", help="update OUT/results.json instead of "
+                   "replacing it: this run's configs, boards and measurements replace the earlier "
+                   "ones, the rest is kept (several --merge runs may share OUT)")
     p.add_argument("--onnx-cache", default=str(REPO_ROOT / "build" / "estimates" / "onnx"))
     a = p.parse_args(argv)
 
     from tqdm import tqdm
 
-    from sw.autofold import choose_folding
     from sw.boards import get_board
     from sw.estimate import bottleneck, estimate
     from sw.estimate_all import available_configs, export_config
     from sw.folding import apply_folding
-    from sw.lower import lower_qonnx
+    from sw.lower import CompileError, lower_qonnx
 
     configs = a.configs or (["small"] if a.quick else list(DEFAULT_CONFIGS))
     boards = a.boards or (["ultra96v2"] if a.quick else list(DEFAULT_BOARDS))
@@ -689,7 +795,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     R: dict = {"quick": a.quick, "clock_mhz": a.clock_mhz, "configs": configs, "boards": [], "rtl": {},
                "tools": {}, "codenet_published": list(CODENET_PUBLISHED), "codenet_source": CODENET_SOURCE,
-               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "_t0": time.time()}
+               "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "args": list(argv if argv is not None else sys.argv[1:]), "_t0": time.time(),
+               "_merge": a.merge}
     summ = REPO_ROOT / "build" / "estimates" / "summary.json"
     if summ.exists():
         try:
@@ -723,8 +831,8 @@ def main(argv: list[str] | None = None) -> int:
         folded["target"] = g
         R["target_compiler"] = ("a folding meeting the target fps fits by the compiler's estimates"
                                 if g is not None else f"refused: {row['reason']}")
-        write_results(R, out)
-    plot_fps(R, out / "fps.png")
+    plot_fps(write_results(R, out), out / "fps.png")
+
     def accuracy_pass():
         if a.no_accuracy:
             R["accuracy"] = {"status": "skipped (--no-accuracy)"}
@@ -817,8 +925,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             design = "simulation"
             fps = a.sim_fps or SIM_FPS.get(size, 100.0)
-            cfg = choose_folding(graphs[name], get_board("ultra96v2"), target_fps=fps,
-                                 clock_mhz=a.clock_mhz)
+            try:
+                sim_board, cfg = simulation_folding(graphs[name], fps, a.clock_mhz)
+            except CompileError as exc:
+                R["rtl"][name] = {"error": f"no simulation folding: {exc}"}
+                bar.update(1)
+                write_results(R, out)
+                continue
             g = apply_folding(graphs[name], cfg)
         est = estimate(g)
         bn = bottleneck(est)
@@ -834,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
             R["rtl"][name] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
         else:
             R["rtl"][name] = {"sim_fps_target": fps, "design": design,
+                              "board": TARGET["board"] if design == "target" else sim_board,
                               "expected_ii": bn.cycles, "bottleneck": bn.name,
                               "folding": cfg, "measured": m,
                               "layers": layer_rows(g, est, m["mac_busy"], m["frame_interval"])}
@@ -856,8 +970,8 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_description(f"waiting for Yosys ({sum(not j.done() for j in jobs)} designs left)")
         pool.shutdown(wait=True)
     bar.close()
-    write_results(R, out)
-    plot_fps(R, out / "fps.png")
+    data = write_results(R, out)
+    plot_fps(data, out / "fps.png")
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.json, results.md, fps.png"
           + "".join(f", layers_{n}.png" for n in R["rtl"] if "measured" in R["rtl"][n]))

@@ -203,3 +203,77 @@ def test_yosys_runs_in_a_worker_beside_the_simulations(tmp_path, monkeypatch):
     assert seen == [(False, "ultra96v2")]
     assert row["yosys"]["status"] == "ok" and row["yosys"]["counts"]["LUT"] > 1000
     assert f"{row['yosys']['counts']['LUT']:,} (" in (out / "results.md").read_text()
+
+
+def _row(config, board, lut=None, ii=None):
+    """A real board row of a small graph (``ii``: pretend another folding), with Yosys counts."""
+    from test_estimate import small_graph
+
+    row, _, _ = bench.board_row(small_graph(), board, 200.0)
+    row = {"config": config} | row | ({"ii_cycles": ii} if ii else {})
+    if lut is not None:
+        util = {k: {"used": lut, "available": 10 * lut, "percent": 10.0} for k in ("LUT", "DSP", "BRAM36")}
+        row["yosys"] = {"status": "ok", "counts": {"LUT": lut}, "utilisation": util, "fits": True}
+    return row
+
+
+def test_merge_keeps_earlier_measurements_and_replaces_what_this_run_measured():
+    earlier = {"configs": ["small", "codenet512"], "boards": [_row("small", "ultra96v2", 111),
+               _row("codenet512", "ultra96v2", 222), _row("codenet512", "zcu104", 333)],
+               "rtl": {"small": {"measured": {"frame_interval": 98_304}}},
+               "tools": {"codenet512": {"lower_s": 50.0, "fold_zcu104_s": 2.0}},
+               "accuracy": {"float": {"voc6_map50": 10.01}}, "started": "earlier"}
+    # a --merge run of codenet512 alone: same folding on ultra96v2 (no Yosys this time), another
+    # folding on zcu104, its first whole-pipeline measurement, accuracy skipped
+    run = {"configs": ["codenet512"], "boards": [_row("codenet512", "ultra96v2"),
+           _row("codenet512", "zcu104", ii=2_000_000)],
+           "rtl": {"codenet512": {"measured": {"frame_interval": 3_801_094}},
+                   "small": {"status": "not simulated (not in --configs)"}},
+           "tools": {"codenet512": {"lower_s": 53.0, "rtl_sim_s": 4000.0}},
+           "accuracy": {"status": "skipped (--no-accuracy)"}, "started": "now", "args": ["--merge"]}
+    data = bench.merge_results(earlier, run)
+    assert data["configs"] == ["small", "codenet512"]
+    assert data["rtl"]["small"]["measured"]["frame_interval"] == 98_304
+    assert data["rtl"]["codenet512"]["measured"]["frame_interval"] == 3_801_094
+    assert data["tools"]["codenet512"] == {"lower_s": 53.0, "fold_zcu104_s": 2.0, "rtl_sim_s": 4000.0}
+    assert data["accuracy"] == {"float": {"voc6_map50": 10.01}}
+    rows = {(r["config"], r["board"]): r for r in data["boards"]}
+    assert len(data["boards"]) == 3 and rows[("small", "ultra96v2")]["yosys"]["counts"]["LUT"] == 111
+    assert rows[("codenet512", "ultra96v2")]["yosys"]["counts"]["LUT"] == 222
+    assert rows[("codenet512", "ultra96v2")]["yosys"]["from_earlier_run"] is True
+    assert rows[("codenet512", "zcu104")]["ii_cycles"] == 2_000_000  # another folding: no carry
+    assert rows[("codenet512", "zcu104")]["yosys"] == {"status": "not run"}
+    assert [r["started"] for r in data["runs"]] == ["earlier", "now"]
+    # merging the same run again (every write of a long run) adds nothing
+    assert bench.merge_results(data, run) == data
+
+
+def test_merge_runs_update_the_file_on_disk(tmp_path):
+    import time
+
+    base = {"quick": False, "clock_mhz": 200.0, "rtl": {}, "tools": {}, "_t0": time.time()}
+    bench.write_results(base | {"configs": ["small"], "boards": [_row("small", "ultra96v2", 111)],
+                                "started": "earlier"}, tmp_path)
+    run = base | {"configs": ["codenet512"], "boards": [_row("codenet512", "ultra96v2")],
+                  "started": "now", "args": ["--merge"], "_merge": True}
+    data = bench.write_results(run, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(data))
+    assert [r["config"] for r in data["boards"]] == ["small", "codenet512"]
+    md = (tmp_path / "results.md").read_text()
+    assert "Merged (`--merge`) from the runs started earlier" in md and "now (--merge)" in md
+    run["_merge"] = False  # without --merge the file is replaced
+    assert bench.write_results(run, tmp_path)["configs"] == ["codenet512"]
+    (tmp_path / "results.json").write_text("{half")
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        bench.write_results(run | {"_merge": True}, tmp_path)
+
+
+def test_simulation_folding_keeps_every_weight_on_chip():
+    from sw.lower import CompileError
+    from test_estimate import small_graph
+
+    board, cfg = bench.simulation_folding(small_graph(), 100.0, 200.0)
+    assert board == bench.SIM_BOARDS[0]
+    assert all(v.get("mem_mode") != "external" for v in cfg.values() if isinstance(v, dict))
+    with pytest.raises(CompileError, match="ultra96v2: .*zcu104: .*kv260: "):
+        bench.simulation_folding(small_graph(), 1e12, 200.0)
