@@ -18,7 +18,9 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     The folding's FINN attributes reach the component: ``PE``/``SIMD``, ``resType`` (MVAU
     multipliers) and ``ram_style`` (``auto`` when absent) of the memory of an MVAU, VVAU,
     Requant, SlidingWindow, DeformableSampler or Upsample, written as a Verilog attribute on
-    it (:mod:`hw.memory_style`); likewise the banked pixel buffer of a ChannelShuffle.
+    it (:mod:`hw.memory_style`); likewise the banked pixel buffer of a ChannelShuffle. A
+    SlidingWindow's ``window_buffer`` picks its engine (:func:`hw.window.sliding_window_class`:
+    ``"rows"``, the default, or ``"minimal"``).
 
     Raises:
         ValueError: an op without hardware, a MaxPool on a signed input, or a folding the
@@ -31,14 +33,14 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     from hw.stream_utils import StreamDuplicator, StreamWidthConverter
     from hw.upsample import Upsample
     from hw.vvau import VVAU
-    from hw.window import DeformableSampler, SlidingWindowGenerator
+    from hw.window import DeformableSampler, sliding_window_class
 
     a = layer.attrs
     ram_style = layer.folding.get("ram_style", "auto")
     t_in = graph.tensors[layer.inputs[0]]
     t_out = graph.tensors[layer.outputs[0]]
     if layer.op == "SlidingWindow":
-        return SlidingWindowGenerator(
+        return sliding_window_class(layer.folding.get("window_buffer", "rows"))(
             ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], kernel=a["kernel"],
             stride=a["stride"], pad=a["pad"], dilation=a["dilation"], lanes=t_out.lanes,
             depthwise=a["depthwise"], bits=t_in.bits, signed=t_in.signed, ram_style=ram_style)
@@ -101,13 +103,13 @@ def buffer_memory(graph: HWGraph, layer: HWLayer) -> tuple[int, int] | None:
     building the component."""
     from hw.channel_ops import ChannelShuffle
     from hw.upsample import Upsample
-    from hw.window import DeformableSampler, SlidingWindowGenerator
+    from hw.window import DeformableSampler, sliding_window_class
 
     a = layer.attrs
     t_in = graph.tensors[layer.inputs[0]]
     t_out = graph.tensors[layer.outputs[0]]
     if layer.op == "SlidingWindow":
-        return SlidingWindowGenerator.buffer_memory(
+        return sliding_window_class(layer.folding.get("window_buffer", "rows")).buffer_memory(
             ifm_dim=tuple(a["ifm_dim"]), channels=a["channels"], kernel=a["kernel"],
             stride=a["stride"], dilation=a["dilation"], lanes=t_out.lanes, bits=t_in.bits)
     if layer.op == "DeformableSampler":

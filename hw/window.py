@@ -40,7 +40,9 @@ from hw.memory_style import check_ram_style, memory_attrs
 from hw.mvau import lut_multiplier
 from sw.golden import conv_output_dim
 
-__all__ = ["SlidingWindowGenerator", "DeformableSampler", "line_buffer_memory"]
+__all__ = ["SlidingWindowGenerator", "MinimalSlidingWindowGenerator", "DeformableSampler",
+           "minimal_window_events", "minimal_window_steady_cycles",
+           "line_buffer_memory", "pixel_buffer_memory", "sliding_window_class", "WINDOW_BUFFERS"]
 
 
 def _max(a, b):
@@ -401,7 +403,284 @@ class SlidingWindowGenerator(_LineBufferWindow):
                     ox.eq(Mux(ox == OW - 1, 0, ox + 1)),
                     col0.eq(Mux(ox == OW - 1, -P, col0 + S)),
                 ]
+        # for MinimalSlidingWindowGenerator, whose addresses and flow control follow the taps
+        self._walk = {"ox": ox, "col0": col0, "dy": dy, "dx": dx, "f": f, "tap_last": tap_last}
         return 1, row0 + dy, col0 + dx, f, tap_last & (ox == OW - 1)
+
+
+#: FINN-style ``window_buffer`` folding choices of a SlidingWindow layer: ``"rows"``
+#: (:class:`SlidingWindowGenerator`, row slots, the default) and ``"minimal"``
+#: (:class:`MinimalSlidingWindowGenerator`, pixel-granular, less memory)
+WINDOW_BUFFERS = ("rows", "minimal")
+
+
+def sliding_window_class(window_buffer: str = "rows") -> type:
+    """The SlidingWindow component for a ``window_buffer`` choice (:data:`WINDOW_BUFFERS`).
+
+    Raises:
+        ValueError: another value.
+    """
+    if window_buffer not in WINDOW_BUFFERS:
+        raise ValueError(f"window_buffer must be one of {WINDOW_BUFFERS}, got {window_buffer!r}")
+    return MinimalSlidingWindowGenerator if window_buffer == "minimal" else SlidingWindowGenerator
+
+
+def pixel_buffer_memory(*, width: int, channels: int, lanes: int, bits: int, span: int,
+                        stride: int) -> tuple[int, int, int]:
+    """Geometry of the pixel buffer of :class:`MinimalSlidingWindowGenerator`.
+
+    Args:
+        width: W, input pixels per row. channels: C. lanes: values per beat. bits: per value.
+        span: ``(K-1)*dilation``. stride: S.
+
+    Returns:
+        ``(pixels, depth, word_bits)``: ``pixels = span*W + span + 1 + S`` (a window's taps
+        span ``span*W + span + 1`` pixels in raster order; the writer fills the ``S`` pixels
+        the next window in the row needs while the current one is read), ``depth = pixels *
+        C/lanes`` words of ``word_bits = lanes * bits`` bits. FINN's RTL
+        ConvolutionInputGenerator ("default" style) sizes its buffer the same way, the
+        ``(K-1)`` rows plus ``K`` pixels below the ``K + stride`` rows of the row-slot engine.
+    """
+    pixels = span * width + span + 1 + stride
+    return pixels, pixels * (channels // lanes), lanes * bits
+
+
+def _minimal_window_geometry(*, ifm_dim, folds, kernel, stride, pad, dilation):
+    """Per output row ``oy``: ``(lo, hi)``; ``keep`` per row; per output column: ``(cl, ch)``.
+
+    ``lo``/``hi``: lowest/highest tap row inside the image; ``cl``/``ch``: same for columns;
+    ``keep``: the next output row starts at the same ``lo`` (top padding), so the oldest pixel
+    still needed is the row's first, not the window's."""
+    H, W = ifm_dim
+    span = (kernel - 1) * dilation
+    OH, OW = conv_output_dim(H, kernel, stride, pad, dilation), conv_output_dim(W, kernel, stride, pad, dilation)
+    rows = [(max(0, oy * stride - pad), min(H - 1, oy * stride - pad + span)) for oy in range(OH)]
+    keep = [oy + 1 < OH and rows[oy + 1][0] == rows[oy][0] for oy in range(OH)]
+    cols = [(max(0, ox * stride - pad), min(W - 1, ox * stride - pad + span)) for ox in range(OW)]
+    return rows, keep, cols
+
+
+def minimal_window_events(*, ifm_dim: tuple[int, int], folds: int, kernel: int, stride: int,
+                          pad: int, dilation: int = 1) -> tuple[list[int], list[int]]:
+    """Stall-free event model of one frame of :class:`MinimalSlidingWindowGenerator` from reset.
+
+    The writer takes one beat per cycle (``folds`` beats per pixel) and starts a pixel only
+    while fewer than ``pixels`` (:func:`pixel_buffer_memory`) are held from the oldest one still
+    needed; that count drops the cycle after a window's last beat issues. A window's first beat
+    issues the cycle after its newest pixel's last beat is written, and ``K*K*folds`` beats
+    follow back to back.
+
+    Returns:
+        ``(starts, ends)``: cycle of each window's first and last issued beat (raster order),
+        the first input beat in cycle 0.
+    """
+    H, W = ifm_dim
+    F = folds
+    kkf = kernel * kernel * F
+    n_pix = pixel_buffer_memory(width=W, channels=F, lanes=1, bits=1,
+                                span=(kernel - 1) * dilation, stride=stride)[0]
+    rows, keep, cols = _minimal_window_geometry(ifm_dim=ifm_dim, folds=F, kernel=kernel,
+                                                stride=stride, pad=pad, dilation=dilation)
+    oldest, newest = [], []
+    for oy, (lo, hi) in enumerate(rows):
+        for cl, ch in cols:
+            oldest.append(lo * W + (0 if keep[oy] else cl))
+            newest.append(hi * W + ch)
+    done: list[int] = []  # cycle in which pixel p's last beat is written
+    starts: list[int] = []
+    ends: list[int] = []
+    free_win = 0  # first window whose oldest pixel is above p - n_pix
+
+    def complete(p: int) -> int:
+        nonlocal free_win
+        while len(done) <= p:
+            q = len(done)
+            start = done[q - 1] + 1 if q else 0
+            while free_win < len(oldest) and oldest[free_win] <= q - n_pix:
+                free_win += 1
+            if free_win > 0:  # the count drops the cycle after window free_win-1 ends
+                start = max(start, ends[free_win - 1] + 1)
+            done.append(start + F - 1)
+        return done[p]
+
+    for j in range(len(oldest)):
+        ready = complete(newest[j]) + 1
+        b = ready if j == 0 else max(ends[j - 1] + 1, ready)
+        starts.append(b)
+        ends.append(b + kkf - 1)
+    return starts, ends
+
+
+def minimal_window_steady_cycles(*, ifm_dim: tuple[int, int], folds: int, kernel: int,
+                                 stride: int, pad: int, dilation: int = 1) -> int:
+    """Cycles per frame of :class:`MinimalSlidingWindowGenerator` in a stream of frames,
+    without the first frame's fill: the output beats plus every cycle the reader waits for the
+    writer after the first window (:func:`minimal_window_events`), or the input beats
+    (``H*W*folds``) if more. The compiler's :func:`sw.estimate.analytic_cycles` for it."""
+    starts, ends = minimal_window_events(ifm_dim=ifm_dim, folds=folds, kernel=kernel,
+                                         stride=stride, pad=pad, dilation=dilation)
+    waits = sum(starts[j] - ends[j - 1] - 1 for j in range(1, len(starts)))
+    out_beats = len(starts) * kernel * kernel * folds
+    return max(out_beats + waits, ifm_dim[0] * ifm_dim[1] * folds)
+
+
+class MinimalSlidingWindowGenerator(SlidingWindowGenerator):
+    """:class:`SlidingWindowGenerator` on a pixel-granular circular buffer of
+    ``(K-1)*dilation`` rows plus ``(K-1)*dilation + 1 + stride`` pixels (FINN's ``window_buffer``
+    choice ``"minimal"``; :func:`pixel_buffer_memory`) instead of ``(K-1)*dilation + 1 +
+    stride`` full rows: 2 rows + 4 pixels instead of 4 rows for a 3x3 stride-1 window,
+    2 rows + 5 pixels instead of 5 rows at stride 2. Same parameters, ports and output stream,
+    bit for bit.
+
+    Flow control counts pixels, not rows: ``held`` is the number of written pixels from the
+    oldest pixel the current window (or a later one) still needs, in raster order. The writer
+    starts a pixel only while ``held < pixels``; the reader starts a window once its newest
+    pixel is written (``held > newest - oldest``). Addresses are kept modulo the buffer by
+    constant increments (per window, per output row, per frame), so no multiplier is built.
+
+    Cost: a stride-S layer's writer can run only ``S`` pixels ahead of the window being read,
+    so the ``(S-1)`` input rows between output rows are written while the reader waits:
+    ``expected_cycles()`` (exact, :func:`minimal_window_events`) and :meth:`steady_cycles`
+    count it. Stride-1 layers lose about nothing.
+    """
+
+    @staticmethod
+    def buffer_memory(*, ifm_dim: tuple[int, int], channels: int, kernel: int, stride: int,
+                      dilation: int = 1, lanes: int, bits: int = 8) -> tuple[int, int]:
+        """``(depth, word_bits)`` of the pixel buffer (:func:`pixel_buffer_memory`)."""
+        _, depth, word_bits = pixel_buffer_memory(
+            width=int(ifm_dim[1]), channels=channels, lanes=lanes, bits=bits,
+            span=(kernel - 1) * dilation, stride=stride)
+        return depth, word_bits
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        span = (self.kernel - 1) * self.dilation
+        #: pixels held, words and word width (:func:`pixel_buffer_memory`); ``rows`` is the
+        #: number of input rows the buffer spans (rounded up), for reports
+        self.pixels, self.buffer_words, self.word_bits = pixel_buffer_memory(
+            width=self.width, channels=self.channels, lanes=self.lanes, bits=self.bits,
+            span=span, stride=self.stride)
+        self.rows = -(-self.pixels // self.width)
+
+    # ---- geometry and cycle model, shared with the compiler ---------------------------------
+
+    def _geometry_args(self) -> dict:
+        return dict(ifm_dim=(self.height, self.width), folds=self.folds, kernel=self.kernel,
+                    stride=self.stride, pad=self.pad, dilation=self.dilation)
+
+    def expected_cycles(self) -> int:
+        """Cycles for one frame without stalls, first input beat to last output beat
+        (inclusive), exact for the RTL from reset (:func:`minimal_window_events`; the read
+        register adds the last beat's cycle)."""
+        _, ends = minimal_window_events(**self._geometry_args())
+        return ends[-1] + 1 + 1
+
+    def steady_cycles(self) -> int:
+        """Cycles per frame in a stream of frames (:func:`minimal_window_steady_cycles`)."""
+        return minimal_window_steady_cycles(**self._geometry_args())
+
+    # ---- RTL -------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Array
+
+        m = Module()
+        H, W, F, S, P = self.height, self.width, self.folds, self.stride, self.pad
+        K, D = self.kernel, self.dilation
+        span = (K - 1) * D
+        OH, OW = self.ofm_dim
+        NP, NW = self.pixels, self.buffer_words
+        rows, _, cols = _minimal_window_geometry(**self._geometry_args())
+
+        m.submodules.mem = mem = Memory(shape=unsigned(self.word_bits), depth=NW, init=[],
+                                        attrs=memory_attrs(self.ram_style, read_only=False))
+        wp = mem.write_port()
+        rp = mem.read_port(domain="sync")
+
+        # held: written pixels from the oldest one still needed (negative at a frame's end,
+        # while the writer finishes rows no window uses)
+        held = Signal(signed((H * W + NP).bit_length() + 1))
+
+        # ---- writer: one beat per cycle, a new pixel only while held < NP ------------------
+        w_addr = Signal(range(NW))
+        w_f = Signal(range(F))
+        m.d.comb += self.i.ready.eq((w_f != 0) | (held < NP))
+        w_fire = self.i.valid & self.i.ready
+        pix_done = Signal()
+        m.d.comb += [
+            wp.addr.eq(w_addr), wp.data.eq(self.i.payload.as_value()), wp.en.eq(w_fire),
+            pix_done.eq(w_fire & (w_f == F - 1)),
+        ]
+        with m.If(w_fire):
+            m.d.sync += [w_addr.eq(Mux(w_addr == NW - 1, 0, w_addr + 1)),
+                         w_f.eq(Mux(w_f == F - 1, 0, w_f + 1))]
+
+        # ---- reader ------------------------------------------------------------------------
+        oy = Signal(range(OH))
+        row0 = Signal(self._coord_shape, init=-P)
+        o_valid = Signal()
+        pad_r = Signal()
+        advance = ~o_valid | self.o.ready
+        ok = Signal()
+        issue = Signal()
+        _, iy, ix, f, row_last = self._walker(m, row0, issue)
+        wk = self._walk
+        col0, dy, dx = wk["col0"], wk["dy"], wk["dx"]
+        last_row = oy == OH - 1
+        keep = ~last_row & (row0 + S <= 0)
+        lo = _max(row0, 0)
+        hi = _min(row0 + span, H - 1)
+        cl = _max(col0, 0)
+        ch = _min(col0 + span, W - 1)
+        # (hi - lo) * W and (lo_next - lo) * W from constant tables: no multiplier
+        row_words = Array([r * W for r in range(span + 1)])
+        step_rows = Array([r * W for r in range(S + 1)])
+        newest_rel = Signal(range(NP))
+        m.d.comb += newest_rel.eq(row_words[hi - lo] + ch - Mux(keep, 0, cl))
+        win_start = (dy == 0) & (dx == 0) & (f == 0)
+        m.d.comb += [ok.eq(~win_start | (held > newest_rel)), issue.eq(ok & advance)]
+
+        # oldest pixel still needed moves on when a window's last beat issues
+        lo_n = _max(row0 + S, 0)
+        lo_last, _ = rows[-1]
+        cl_last, _ = cols[-1]
+        delta = Signal(range(H * W + 1))
+        with m.If(~wk["tap_last"]):
+            m.d.comb += delta.eq(0)
+        with m.Elif(~row_last):
+            m.d.comb += delta.eq(Mux(keep, 0, _max(col0 + S, 0) - cl))
+        with m.Elif(~last_row):
+            m.d.comb += delta.eq(step_rows[lo_n - lo] - Mux(keep, 0, cl))
+        with m.Else():
+            m.d.comb += delta.eq(H * W - (lo_last * W + cl_last))
+        m.d.sync += held.eq(held + pix_done - Mux(issue, delta, 0))
+        with m.If(issue & row_last):
+            m.d.sync += [oy.eq(Mux(last_row, 0, oy + 1)), row0.eq(Mux(last_row, -P, row0 + S))]
+
+        # ---- addresses modulo NW, constant increments ----------------------------------------
+        def wrap(v):
+            return Mux(v >= NW, v - NW, v)
+
+        row_base = Signal(range(NW), init=(-(P * W + P) * F) % NW)  # word of pixel (row0, -P)
+        win_base = Signal(range(NW), init=(-(P * W + P) * F) % NW)  # word of pixel (row0, col0)
+        row_step, frame_step = (S * W * F) % NW, ((H * W - (OH - 1) * S * W) * F) % NW
+        with m.If(issue & wk["tap_last"]):
+            with m.If(~row_last):
+                m.d.sync += win_base.eq(wrap(win_base + (S * F) % NW))
+            with m.Else():
+                nxt = wrap(row_base + Mux(last_row, frame_step, row_step))
+                m.d.sync += [row_base.eq(nxt), win_base.eq(nxt)]
+        tap_words = Array([y * W * F for y in range(span + 1)])
+        col_words = Array([x * F for x in range(span + 1)])
+        tap = wrap(win_base + tap_words[dy] + col_words[dx])  # tap offset < NW: one wrap
+        pad = (iy < 0) | (iy >= H) | (ix < 0) | (ix >= W)
+        m.d.comb += [rp.en.eq(advance), rp.addr.eq(Mux(pad, 0, tap + f))]
+        with m.If(advance):
+            m.d.sync += [o_valid.eq(ok), pad_r.eq(pad)]
+        m.d.comb += [self.o.valid.eq(o_valid),
+                     self.o.payload.as_value().eq(Mux(pad_r, 0, rp.data))]
+        return m
 
 
 class DeformableSampler(_LineBufferWindow):

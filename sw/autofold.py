@@ -13,6 +13,10 @@ products, DSPs or weight-word width than its target needs. Without a target it s
 
 Fitting a board (capacities from :mod:`sw.boards`, used up to ``UTILISATION``):
 
+0. only where no folding fits otherwise (``window_buffers="auto"``): sliding window
+   generators take the minimal pixel buffer (``"window_buffer": "minimal"``, ``(K-1)`` rows
+   plus ``K + stride`` pixels instead of ``K + stride`` rows, FINN's RTL SWG sizing), each
+   whose cycles stay within the folding's II;
 1. products go to DSP48s (two per DSP in an MVAU, one in a VVAU, see :mod:`sw.estimate`) in
    the layers with the most products first, while DSPs remain after the requantisers' one DSP
    per lane; the rest in LUTs;
@@ -28,7 +32,7 @@ Fitting a board (capacities from :mod:`sw.boards`, used up to ``UTILISATION``):
    but ``MH*MW*W/8 * pixels`` bytes per frame, which must stay within ``board.dram_gbps``.
 
 The result is FINN's folding JSON: ``{layer: {"PE", "SIMD", ["mem_mode"], "resType",
-"ram_style"}, "Defaults": {}}`` (``resType`` lut|dsp and ``ram_style`` auto|block|distributed|
+"ram_style"}, "Defaults": {}}`` (plus ``"window_buffer"`` on sliding windows given step 0) (``resType`` lut|dsp and ``ram_style`` auto|block|distributed|
 ultra are FINN's attribute names too); other layers with a memory get an entry
 ``{"ram_style": ...}`` only where it is not ``auto``.
 """
@@ -40,6 +44,7 @@ import json
 import math
 from pathlib import Path
 
+from hw.window import WINDOW_BUFFERS
 from sw.boards import Board
 from sw.estimate import MEM_STYLES, analytic_cycles, layer_resources
 from sw.folding import MEMORY_OPS, STREAM_OPS, apply_folding, stream_op_channel_counts
@@ -197,17 +202,28 @@ def _fps_of(graph: HWGraph, cfg: dict, clock_mhz: float) -> float:
     return clock_mhz * 1e6 / max(analytic_cycles(g, l) for l in g.layers)
 
 
-def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float, external_weights: bool = True
-         ) -> tuple[bool, str, dict]:
+def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float, external_weights: bool = True,
+         minimal_windows: bool = False) -> tuple[bool, str, dict]:
     """Assign resType / ram_style / mem_mode so that ``cfg`` fits ``board`` (module docstring).
     ``fps``: the frame rate the folding runs at (:func:`_fps_of`), for the DRAM bandwidth of
-    external weights; ``external_weights=False`` skips step 5 (every weight on chip).
+    external weights; ``external_weights=False`` skips step 5 (every weight on chip);
+    ``minimal_windows=True`` first gives every sliding window generator whose cycles stay
+    within the folding's II the minimal buffer (``"window_buffer": "minimal"``).
 
     Returns:
         (fits, reason if not, the completed config).
     """
     cfg = copy.deepcopy(cfg)
     g = apply_folding(graph, cfg)
+    if minimal_windows:
+        ii = max(analytic_cycles(g, l) for l in g.layers)
+        for l in g.layers:
+            if l.op == "SlidingWindow" and l.folding.get("window_buffer") != "minimal":
+                l.folding["window_buffer"] = "minimal"
+                if analytic_cycles(g, l) <= ii:
+                    cfg.setdefault(l.name, {})["window_buffer"] = "minimal"
+                else:  # the row-slot engine keeps this layer off the critical path
+                    del l.folding["window_buffer"]
     lim = {k: int(getattr(board, k) * UTILISATION) for k in ("luts", "dsps", "bram18", "uram")}
     compute = [l for l in g.layers if l.op in ("MVAU", "VVAU")]
     memories = [l for l in g.layers if l.op in MEMORY_OPS]
@@ -272,7 +288,7 @@ def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float, external_weights: 
     dram = total("dram_bytes_per_frame") * fps / 1e9
     over = [k for k in ("bram18", "uram", "dsps", "luts") if total(k) > lim[k]]
     if over:
-        return False, _refusal(g, per, lim, board, over, mult, mem, cfg, dram), cfg
+        return False, _refusal(g, per, lim, board, over, mult, mem, cfg, dram, minimal_windows), cfg
     if dram > board.dram_gbps:
         top = max(per, key=lambda n: per[n]["dram_bytes_per_frame"])
         return False, (f"external weights need {dram:.2f} GB/s of DRAM > {board.dram_gbps} GB/s on "
@@ -280,7 +296,8 @@ def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float, external_weights: 
     return True, "", cfg
 
 
-def memory_lut_floor(graph: HWGraph, bram18_limit: int, uram_layers=()) -> dict:
+def memory_lut_floor(graph: HWGraph, bram18_limit: int, uram_layers=(),
+                     minimal_windows: bool = False) -> dict:
     """Fewest LUTs that any memory placement of the folded ``graph`` can need while its
     memories use at most ``bram18_limit`` BRAM18s (a lower bound, for refusal messages).
 
@@ -291,12 +308,14 @@ def memory_lut_floor(graph: HWGraph, bram18_limit: int, uram_layers=()) -> dict:
     LUTs) and memories move to LUTRAM (``"distributed"``, 64 bits per LUT, see
     :func:`sw.estimate.lutram_luts_for`) in order of the fewest LUTs per BRAM18 released, the
     last one fractionally, until the BRAM18 total is within the limit: the optimum of the
-    linear relaxation of the 0/1 BRAM-or-LUTRAM choice.
+    linear relaxation of the 0/1 BRAM-or-LUTRAM choice. With ``minimal_windows``, every
+    sliding window generator has the minimal buffer (its cycles ignored).
 
     Args:
         graph: folded graph (:func:`sw.folding.apply_folding`).
         bram18_limit: BRAM18s the memories may use.
         uram_layers: names of layers whose memory stays in URAM.
+        minimal_windows: the fitter may use ``window_buffer "minimal"``.
 
     Returns:
         ``{"luts": the bound in LUTs (rounded up), "bram18": BRAM18s with every memory in
@@ -309,6 +328,8 @@ def memory_lut_floor(graph: HWGraph, bram18_limit: int, uram_layers=()) -> dict:
         saved = dict(l.folding)
         if l.op == "MVAU":
             l.folding["mem_mode"] = "external"
+        if l.op == "SlidingWindow" and minimal_windows:
+            l.folding["window_buffer"] = "minimal"
         try:
             mult = "dsp" if l.op in ("MVAU", "VVAU") else "lut"
             if l.op not in MEMORY_OPS or l.name in uram_layers:
@@ -337,7 +358,7 @@ def memory_lut_floor(graph: HWGraph, bram18_limit: int, uram_layers=()) -> dict:
 
 
 def _refusal(g: HWGraph, per: dict, lim: dict, board: Board, over: list[str], mult: dict,
-             mem: dict, cfg: dict, dram_gbps: float) -> str:
+             mem: dict, cfg: dict, dram_gbps: float, minimal_windows: bool = False) -> str:
     """Why ``cfg`` does not fit ``board``: each resource over its limit and by how much, what
     :func:`_fit` tried, and the LUT lower bound of :func:`memory_lut_floor`."""
     def total(k):
@@ -359,13 +380,19 @@ def _refusal(g: HWGraph, per: dict, lim: dict, board: Board, over: list[str], mu
              f"{len(compute)} MVAU/VVAUs; of {len(mem)} memories, {styles['lutram']} set to "
              f"ram_style distributed (LUTRAM), {styles['bram']} to block, {styles['uram']} to "
              f"ultra, the rest auto; weights external in {len(ext)} of {len(mvaus)} MVAUs "
-             f"({dram_gbps:.2f} GB/s of DRAM, {board.dram_gbps:g} GB/s available); {used}")
+             f"({dram_gbps:.2f} GB/s of DRAM, {board.dram_gbps:g} GB/s available)")
+    swgs = [l.name for l in g.layers if l.op == "SlidingWindow"]
+    if minimal_windows:
+        n_min = sum(cfg.get(n, {}).get("window_buffer") == "minimal" for n in swgs)
+        tried += f"; minimal buffers in {n_min} of {len(swgs)} sliding windows"
+    tried += f"; {used}"
     msg = "; ".join(parts) + ". " + tried
     if "bram18" in over or "luts" in over:
         uram = [n for n, s in mem.items() if s == "uram"]
-        fl = memory_lut_floor(g, lim["bram18"], uram)
+        fl = memory_lut_floor(g, lim["bram18"], uram, minimal_windows)
         big = ", ".join(f"{n!r} {b:,} BRAM18 = {d:,} LUTs" for n, b, d in fl["memories"][:3])
-        head = (f". Lower bound for this folding: even with every product on a DSP48 and every "
+        head = (f". Lower bound for this folding: even with every product on a DSP48"
+                f"{', every sliding window minimal' if minimal_windows else ''} and every "
                 f"MVAU's weights external, the memories take {fl['bram18']:,} BRAM18 all in BRAM; "
                 f"keeping BRAM18 within {lim['bram18']:,} puts at least {fl['bram18_to_move']:,} "
                 f"BRAM18 of them in LUTRAM, cheapest first ({fl['lutram_luts']:,} LUTs at 64 bits "
@@ -379,7 +406,8 @@ def _refusal(g: HWGraph, per: dict, lim: dict, board: Board, over: list[str], mu
 
 
 def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None,
-                   clock_mhz: float | None = None, external_weights: bool = True) -> dict:
+                   clock_mhz: float | None = None, external_weights: bool = True,
+                   window_buffers: str = "auto") -> dict:
     """FINN-format folding of ``graph`` for ``board`` (see module docstring).
 
     Args:
@@ -390,6 +418,13 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
         external_weights: allow FINN's external weights (``mem_mode "external"``) where BRAM
             is short. ``False`` keeps every weight on chip, as ``hw.top.Accelerator`` builds
             them (the RTL has no DRAM weight stream), e.g. for a Yosys count of the design.
+        window_buffers: ``"rows"``: every sliding window generator on row-slot line buffers
+            (:class:`hw.window.SlidingWindowGenerator`); ``"minimal"``: each whose cycles stay
+            within the II on the minimal pixel buffer
+            (:class:`hw.window.MinimalSlidingWindowGenerator`, step 0 of the module
+            docstring); ``"auto"`` (default): ``"rows"``, and ``"minimal"`` only when no
+            folding fits (or meets the target) with rows, so every folding that fits with rows
+            stays as it was.
 
     Returns:
         ``{layer: {"PE", "SIMD", "resType", "ram_style", ["mem_mode"]}, "Defaults": {}}``.
@@ -401,13 +436,22 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
             memory, external weights and their DRAM GB/s) and, where BRAM or LUTs are short,
             the LUT lower bound of :func:`memory_lut_floor` for that folding.
     """
+    if window_buffers == "auto":
+        try:
+            return choose_folding(graph, board, target_fps, clock_mhz, external_weights, "rows")
+        except CompileError:  # refused with row buffers: the minimal buffers' refusal if any
+            return choose_folding(graph, board, target_fps, clock_mhz, external_weights, "minimal")
+    if window_buffers not in WINDOW_BUFFERS:
+        raise CompileError(f"window_buffers must be 'auto' or one of {WINDOW_BUFFERS}, got "
+                           f"{window_buffers!r}")
+    minimal = window_buffers == "minimal"
     clock = float(clock_mhz or board.fabric_mhz)
     base = apply_folding(graph, {})
     if target_fps is not None:
         if target_fps <= 0:
             raise CompileError(f"target fps must be positive, got {target_fps}")
         cfg = fold_for_target(base, clock * 1e6 / target_fps)
-        ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock), external_weights)
+        ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock), external_weights, minimal)
         if not ok:
             raise CompileError(f"no folding reaches {target_fps:g} fps at {clock:g} MHz on "
                                f"{board.name}: {why}")
@@ -416,7 +460,7 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
     lo = max(min(_cycles_with(base, l, c) for c in _candidates(base, l)) for l in _knobs(base))
     best = None
     cfg = fold_for_target(base, hi)
-    ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock), external_weights)
+    ok, why, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock), external_weights, minimal)
     if not ok:
         raise CompileError(f"even the smallest folding (II {hi:,} cycles, {clock * 1e6 / hi:.2f} "
                            f"fps at {clock:g} MHz) does not fit {board.name}: {why}")
@@ -426,7 +470,7 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
             break
         mid = math.sqrt(lo * hi)
         cfg = fold_for_target(base, mid)
-        ok, _, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock), external_weights)
+        ok, _, cfg = _fit(base, cfg, board, _fps_of(base, cfg, clock), external_weights, minimal)
         if ok:
             hi, best = mid, cfg
         else:

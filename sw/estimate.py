@@ -29,7 +29,9 @@ Models (sources):
   numbers each component builds its ``Memory`` from, so estimate and RTL cannot drift apart):
   a sliding window generator's line buffer holds ``(K-1)*dilation + 1 + stride`` rows, the
   deformable sampler's ``2N + 2``, the upsampler's 2 (ping-pong), each row ``W * C/lanes``
-  words of ``lanes*bits`` bits; memory as above, plus ``200 + 2*lanes*bits`` LUTs of
+  words of ``lanes*bits`` bits (a sliding window with ``window_buffer "minimal"``: ``(K-1)*
+  dilation`` rows plus ``(K-1)*dilation + 1 + stride`` pixels, and its cycles from the
+  hardware's event model, :func:`minimal_window_cycles`); memory as above, plus ``200 + 2*lanes*bits`` LUTs of
   address and control logic. ChannelShuffle keeps its two pixels in ``lanes`` banks, each a
   memory of ``2*C/lanes`` words of ``bits`` bits (:func:`hw.registry.buffer_memory`), with
   as many read ports as output lanes can hit the bank in one beat
@@ -44,6 +46,7 @@ Models (sources):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -96,6 +99,18 @@ def _lanes_out(graph: HWGraph, layer: HWLayer) -> int:
     return graph.tensors[layer.outputs[0]].lanes
 
 
+@functools.lru_cache(maxsize=4096)
+def minimal_window_cycles(ifm_dim: tuple[int, int], channels: int, kernel: int, stride: int,
+                          pad: int, dilation: int, lanes: int) -> int:
+    """Cycles per frame of a SlidingWindow with ``window_buffer "minimal"`` in a stream of
+    frames (:func:`hw.window.minimal_window_steady_cycles`: output beats plus the reader's
+    waits for the writer, an event model of the RTL; cached by geometry)."""
+    from hw.window import minimal_window_steady_cycles
+
+    return minimal_window_steady_cycles(ifm_dim=ifm_dim, folds=channels // lanes, kernel=kernel,
+                                        stride=stride, pad=pad, dilation=dilation)
+
+
 def analytic_cycles(graph: HWGraph, layer: HWLayer) -> int:
     """Cycles per frame from FINN's formulas / the contract's table (no fill latency)."""
     a, f = layer.attrs, layer.folding
@@ -103,6 +118,9 @@ def analytic_cycles(graph: HWGraph, layer: HWLayer) -> int:
         return (a["mh"] // f.get("PE", 1)) * (a["mw"] // f.get("SIMD", 1)) * a["pixels"]
     if layer.op == "VVAU":
         return (a["channels"] // f.get("PE", 1)) * a["kernel_elems"] * a["pixels"]
+    if layer.op == "SlidingWindow" and f.get("window_buffer") == "minimal":
+        return minimal_window_cycles(tuple(a["ifm_dim"]), a["channels"], a["kernel"], a["stride"],
+                                     a["pad"], a["dilation"], _lanes_out(graph, layer))
     if layer.op in ("SlidingWindow", "DeformableSampler"):
         lanes = _lanes_out(graph, layer)
         out_beats = graph.tensors[layer.outputs[0]].values_per_frame // lanes

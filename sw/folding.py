@@ -6,6 +6,8 @@ FINN's folding config is ``{"Defaults": {...}, "<layer name>": {"PE": p, "SIMD":
 e.g. ``{"Defaults": {"PE": [1, ["MVAU", "VVAU"]]}}`` in FINN; here a plain value applies to
 every MVAU/VVAU. Rules (FINN's): MVAU ``MH % PE == 0`` and ``MW % SIMD == 0``; VVAU
 ``C % PE == 0``; a sliding window generator feeding an MVAU needs ``C % SIMD == 0``.
+Besides FINN's ``resType``, ``ram_style`` and ``mem_mode``, a SlidingWindow takes
+``window_buffer``: ``"rows"`` (default) or ``"minimal"`` (:data:`hw.window.WINDOW_BUFFERS`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 from pathlib import Path
 
 from hw.memory_style import RAM_STYLES
+from hw.window import WINDOW_BUFFERS
 from sw.hwgraph import HWGraph, HWLayer, TensorInfo
 from sw.lower import CompileError
 
@@ -93,6 +96,11 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
             if entry["ram_style"] not in RAM_STYLES:
                 raise _fail(layer, f"ram_style must be one of {RAM_STYLES}, got {entry['ram_style']!r}")
             layer.folding = {**layer.folding, "ram_style": entry["ram_style"]}
+        if layer.op == "SlidingWindow" and "window_buffer" in entry:
+            if entry["window_buffer"] not in WINDOW_BUFFERS:
+                raise _fail(layer, f"window_buffer must be one of {WINDOW_BUFFERS}, got "
+                                   f"{entry['window_buffer']!r}")
+            layer.folding = {**layer.folding, "window_buffer": entry["window_buffer"]}
     _propagate_lanes(g)
     return g
 

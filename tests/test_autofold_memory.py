@@ -151,3 +151,60 @@ def test_external_weights_bandwidth_is_checked_at_the_folding_s_own_frame_rate()
     f = apply_folding(g, cfg)
     assert layer_resources(f, f.layers[0], "dsp")["dram_bytes_per_frame"] == 58 * 58 * 4 // 8 * 1024
     assert choose_folding(g, replace(board, dram_gbps=0.25), clock_mhz=100)["MVAU_0"]["PE"] == 2
+
+
+def window_graph(hw: int = 64, c: int = 8) -> HWGraph:
+    """hw x hw x c uint8 -> 3x3 stride-2 conv (pad 1) to c channels -> uint8 requant: a line
+    buffer of 5 rows (row slots) or 2 rows + 5 pixels (minimal)."""
+    rng = np.random.default_rng(5)
+    o = hw // 2
+    t = {"x": TensorInfo("x", (hw, hw, c), 8, False, 1.0),
+         "win": TensorInfo("win", (o, o, 9 * c), 8, False, None, "window"),
+         "acc": TensorInfo("acc", (o, o, c), 16, True, None, "acc"),
+         "y": TensorInfo("y", (o, o, c), 8, False, 0.05)}
+    layers = [
+        HWLayer("SlidingWindow_0", "SlidingWindow", ["x"], ["win"],
+                dict(ifm_dim=(hw, hw), channels=c, kernel=3, stride=2, pad=1, dilation=1,
+                     depthwise=False, bits=8, signed=False)),
+        HWLayer("MVAU_0", "MVAU", ["win"], ["acc"],
+                dict(mh=c, mw=9 * c, pixels=o * o, weight_bits=4, in_bits=8, in_signed=False,
+                     acc_bits=16), params={"weights": rng.integers(-7, 8, size=(c, 9 * c))}),
+        HWLayer("Requant_0", "Requant", ["acc"], ["y"],
+                dict(channels=c, pixels=o * o, shift=16, out_min=0, out_max=255, acc_bits=16,
+                     in_signed=True),
+                params={"multiplier": rng.integers(1, 1000, size=c), "bias": rng.integers(-50, 50, size=c)}),
+    ]
+    return HWGraph(layers, t, "x", "y")
+
+
+def test_minimal_window_buffers_only_where_row_buffers_do_not_fit():
+    from sw.autofold import choose_folding
+    from sw.estimate import estimate, totals
+
+    g = window_graph()
+    f = apply_folding(g, {})
+    swg = f.layer("SlidingWindow_0")
+    # 5 rows x 64 x 8 = 2,560 words (320 LUTs of LUTRAM) against (2*64 + 2 + 1 + 2) * 8 = 1,064
+    # (136 LUTs): the relaxation's bound drops by 184 LUTs
+    assert layer_resources(f, swg, "lut", "lutram")["lutram_luts"] == 320
+    swg.folding["window_buffer"] = "minimal"
+    assert layer_resources(f, swg, "lut", "lutram")["lutram_luts"] == 136
+    del swg.folding["window_buffer"]
+    assert memory_lut_floor(f, 0)["luts"] - memory_lut_floor(f, 0, minimal_windows=True)["luts"] == 184
+    # no BRAM: with row buffers the smallest folding needs more LUTs than the board has
+    floor = memory_lut_floor(f, 0)["luts"]
+    board = replace(get_board("pynq-z2"), dsps=20, bram36=0, luts=int((floor - 100) / 0.9) + 1)
+    with pytest.raises(CompileError, match="even the smallest folding"):
+        choose_folding(g, board, clock_mhz=100, window_buffers="rows")
+    cfg = choose_folding(g, board, clock_mhz=100)
+    assert cfg["SlidingWindow_0"]["window_buffer"] == "minimal"
+    t = totals(estimate(apply_folding(g, cfg)), 100)
+    assert t["luts"] <= int(board.luts * 0.9) and t["bram18"] == 0
+    # the minimal engine's cycles (output beats plus the stride-2 rows written while the reader
+    # waits) stay within the II the MVAU sets
+    assert t["bottleneck"] == "MVAU_0"
+    # where row buffers fit, "auto" leaves them alone
+    roomy = replace(board, luts=100_000)
+    assert "window_buffer" not in choose_folding(g, roomy, clock_mhz=100).get("SlidingWindow_0", {})
+    with pytest.raises(CompileError, match="window_buffers must be"):
+        choose_folding(g, roomy, window_buffers="pixels")

@@ -44,6 +44,13 @@ def window(h, w, c, k, stride, pad, dilation, lanes):
                      (h, w, c), (oh, ow, k * k * c), lanes)
 
 
+def minimal(graph_layer):
+    """The same window layer with ``window_buffer "minimal"`` (the pixel-buffer engine)."""
+    graph, layer = graph_layer
+    layer.folding = {**layer.folding, "window_buffer": "minimal"}
+    return graph, layer
+
+
 def sampler(h, w, c, n, lanes):
     off = TensorInfo("off", (h, w, 1), 3, False, 1.0)
     return one_layer("DeformableSampler", dict(ifm_dim=(h, w), channels=c, max_offset=n, bits=8,
@@ -72,6 +79,10 @@ CASES = {
     "k3d2": (window(10, 6, 4, 3, 1, 2, 2, 4), 6 * 6 * 1, 32),
     # 1x1 stride 2: 0 + 1 + 2 = 3 rows (the estimate used to count 2) x 5 px x 2 folds
     "k1s2": (window(6, 5, 2, 1, 2, 0, 1, 1), 3 * 5 * 2, 8),
+    # minimal buffers: (K-1)*dilation rows + (K-1)*dilation + 1 + stride pixels, x C/lanes
+    "k3s1_min": (minimal(window(8, 8, 4, 3, 1, 1, 1, 2)), (2 * 8 + 2 + 1 + 1) * 2, 16),
+    "k3s2_min": (minimal(window(9, 7, 6, 3, 2, 1, 1, 3)), (2 * 7 + 2 + 1 + 2) * 2, 24),
+    "k3d2_min": (minimal(window(10, 6, 4, 3, 1, 2, 2, 4)), (4 * 6 + 4 + 1 + 1) * 1, 32),
     # 2x nearest upsample: 2 rows (ping-pong; the estimate used to count 1) x 5 px x 4/2 folds
     "up2": (upsample(3, 5, 4, 2, 2), 2 * 5 * 2, 16),
     # deformable sampler N = 7 (CoDeNet): 2N + 2 = 16 rows x 6 px x 4 folds
@@ -188,3 +199,16 @@ def test_channel_shuffle_takes_a_ram_style():
     big, _ = shuffle(4, 4, 464, 2, 1)
     ok, why, cfg = _fit(big, {"ChannelShuffle_0": {"PE": 1}}, replace(board, luts=200), 100)
     assert ok is False and "BRAM18 1 > 0" in why
+
+
+def test_window_buffer_is_a_folding_choice():
+    from test_estimate import small_graph
+
+    g = apply_folding(small_graph(), {"SlidingWindow_0": {"window_buffer": "minimal"}})
+    swg = g.layer("SlidingWindow_0")
+    assert swg.folding["window_buffer"] == "minimal"
+    assert type(build_layer(g, swg)).__name__ == "MinimalSlidingWindowGenerator"
+    assert buffer_memory(g, swg) == ((2 * 8 + 4) * 4, 8)  # lanes 1 (MVAU SIMD 1)
+    with pytest.raises(CompileError, match=r"'SlidingWindow_0' \(SlidingWindow\).*window_buffer must "
+                                           r"be one of \('rows', 'minimal'\), got 'pixels'"):
+        apply_folding(small_graph(), {"SlidingWindow_0": {"window_buffer": "pixels"}})

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from hw.window import DeformableSampler, SlidingWindowGenerator
+from hw.window import DeformableSampler, MinimalSlidingWindowGenerator, SlidingWindowGenerator
 from sim.runner import icarus_available, run_cocotb
 from sim.streams import pack_lanes
 from sw import golden
@@ -75,10 +75,10 @@ def check_cycles(dut, name, results):
 # ------------------------------------------------------------------------------------------
 
 def run_swg(tmp_path, name, *, hw, c, k, s, p, d=1, lanes, depthwise, bits=8, is_signed=False,
-            frames=2, seed=0, runs=None, simulator="verilator"):
+            frames=2, seed=0, runs=None, simulator="verilator", cls=SlidingWindowGenerator):
     rng = np.random.default_rng(seed)
-    dut = SlidingWindowGenerator(ifm_dim=hw, channels=c, kernel=k, stride=s, pad=p, dilation=d,
-                                 lanes=lanes, depthwise=depthwise, bits=bits, signed=is_signed)
+    dut = cls(ifm_dim=hw, channels=c, kernel=k, stride=s, pad=p, dilation=d,
+              lanes=lanes, depthwise=depthwise, bits=bits, signed=is_signed)
     xs = [random_features(rng, (*hw, c), bits, is_signed) for _ in range(frames)]
     exp = [golden.sliding_window(x, k, s, p, d, depthwise, lanes) for x in xs]
     results = run_window_tb(dut, name, xs, exp, tmp_path, runs or [FREE] + STALLS,
@@ -145,6 +145,50 @@ def test_swg_buffer_and_cycle_formula():
                                 lanes=2, depthwise=False)
     assert s2.rows == 5
     assert s2.expected_cycles() == 2 * 16 * 4 + 1 + 8 * 8 * 9 * 4
+
+
+# the minimal pixel buffer engine on the same cases: bit-exact under stalls, exact cycles
+MIN_SWG_CI = ("std_k3s2p1_signed", "dw_k3s1p1_l2", "std_k1s2_inputbound")
+
+
+@pytest.mark.parametrize("case", MIN_SWG_CI)
+def test_minimal_swg(tmp_path, case):
+    run_swg(tmp_path, f"mswg_{case}", seed=30 + list(SWG_CASES).index(case),
+            cls=MinimalSlidingWindowGenerator, **SWG_CASES[case])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [
+    dict(hw=(16, 12), c=8, k=3, s=1, p=1, lanes=2, depthwise=False),
+    dict(hw=(13, 11), c=8, k=3, s=2, p=1, lanes=4, depthwise=True),
+    dict(hw=(10, 9), c=4, k=3, s=1, p=2, d=2, lanes=2, depthwise=True),
+    dict(hw=(9, 10), c=4, k=5, s=1, p=2, lanes=1, depthwise=False),
+    dict(hw=(8, 8), c=6, k=3, s=1, p=0, lanes=3, depthwise=False),
+    dict(hw=(12, 12), c=4, k=2, s=2, p=0, lanes=4, depthwise=True),
+    dict(hw=(3, 4), c=2, k=3, s=1, p=1, lanes=1, depthwise=True),
+    dict(hw=(6, 6), c=2, k=3, s=2, p=0, lanes=1, depthwise=False),
+    dict(hw=(5, 5), c=2, k=1, s=3, p=0, lanes=2, depthwise=False),
+] + [SWG_CASES[c] for c in SWG_CASES if c not in MIN_SWG_CI],
+    ids=["std16x12", "dw_s2_13x11", "dw_dil2", "std_k5", "std_p0_l3", "dw_k2s2", "tiny3x4",
+         "std_s2p0", "k1s3"] + [c for c in SWG_CASES if c not in MIN_SWG_CI])
+def test_minimal_swg_slow(tmp_path, case):
+    run_swg(tmp_path, "mswg_slow", seed=9, frames=3, cls=MinimalSlidingWindowGenerator, **case)
+
+
+def test_minimal_swg_buffer_and_cycles():
+    dut = MinimalSlidingWindowGenerator(ifm_dim=(16, 16), channels=8, kernel=3, stride=1, pad=1,
+                                        lanes=2, depthwise=True)
+    # (K-1) rows + (K-1) + 1 + stride pixels: 2*16 + 4 = 36 pixels of 4 words (row slots: 64)
+    assert dut.pixels == 36 and dut.buffer_words == 144
+    # stride 1: the first window waits for pixel (1, 1), then windows follow without a gap
+    assert dut.expected_cycles() == (16 + 2) * 4 + 1 + 16 * 16 * 9 * 4
+    assert dut.steady_cycles() == dut.frame_out_beats
+    s2 = MinimalSlidingWindowGenerator(ifm_dim=(16, 16), channels=8, kernel=3, stride=2, pad=1,
+                                       lanes=2, depthwise=False)
+    assert s2.pixels == 37 and s2.buffer_words == 148  # row slots: 5 rows, 320 words
+    # stride 2: the writer fills the row between output rows while the reader waits
+    assert s2.steady_cycles() == 8 * 8 * 9 * 4 + 384
+    assert "module mswg" in verilog.convert(s2, name="mswg")
 
 
 def test_swg_refuses_bad_geometry():
