@@ -94,3 +94,32 @@ def test_native_harness_stalls_and_watchdog(slice_onnx, val_images):
     assert f"FULL    fifo_{sampler.inputs[1]} " in msg
     with pytest.raises(ValueError, match="unknown harness"):
         simulate(g, [val_images[0]], harness="xsim")
+
+
+def _minimal_windows_graph(slice_onnx):
+    cfg = load_folding(SLICE_FOLDING)
+    cfg["Defaults"] = {**cfg.get("Defaults", {}), "window_buffer": "minimal"}
+    g = apply_folding(lower_qonnx(slice_onnx), cfg)
+    swgs = [x for x in g.layers if x.op == "SlidingWindow"]
+    assert swgs and all(x.folding["window_buffer"] == "minimal" for x in swgs)
+    return g
+
+
+def test_minimal_window_buffers_in_the_whole_network(slice_onnx, val_images):
+    """Every sliding window on the minimal pixel buffer (folding ``Defaults``): the network
+    stays bit-exact under stalls and back-pressure."""
+    g = _minimal_windows_graph(slice_onnx)
+    run = simulate(g, [val_images[0]], stall=0.2, backpressure=0.2, harness="native")
+    assert run.mismatches == [0]
+
+
+@pytest.mark.slow
+def test_minimal_window_buffers_reach_the_bottleneck_ii(slice_onnx, val_images):
+    """With FIFOs sized by simulation, the minimal-buffer network's steady frame interval is
+    the bottleneck's expected cycles (which include the minimal windows' own cycle model)."""
+    g = _minimal_windows_graph(slice_onnx)
+    depths = size_fifos(g, list(val_images))
+    run = simulate(g, list(val_images), fifo_depths=depths, harness="native")
+    assert run.mismatches == [0, 0]
+    bn = bottleneck(estimate(g))
+    assert abs(run.cycles[1] - bn.cycles) <= 0.05 * bn.cycles, (run.cycles, bn.cycles)
