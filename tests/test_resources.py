@@ -173,11 +173,13 @@ def test_window_address_multipliers_stay_off_the_dsps(tmp_path):
     # such constant multiplies on DSP48s (17 in the codenet256 target design) that the
     # compiler's DSP estimate, which counts MVAU/VVAU/requantiser multipliers, did not count
     from hw.upsample import Upsample
-    from hw.window import DeformableSampler, SlidingWindowGenerator
+    from hw.window import DeformableSampler, MinimalSlidingWindowGenerator, SlidingWindowGenerator
 
     designs = {
         "swg": SlidingWindowGenerator(ifm_dim=(32, 32), channels=116, kernel=3, stride=2, pad=1,
                                       lanes=1, depthwise=True),
+        "swg_minimal": MinimalSlidingWindowGenerator(ifm_dim=(32, 32), channels=116, kernel=3,
+                                                     stride=2, pad=1, lanes=1, depthwise=True),
         "sampler": DeformableSampler(ifm_dim=(16, 16), channels=58, max_offset=3, lanes=1),
         "upsample": Upsample(factor=2, ifm_dim=(16, 16), channels=58, lanes=1),
     }
