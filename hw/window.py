@@ -445,7 +445,7 @@ def pixel_buffer_memory(*, width: int, channels: int, lanes: int, bits: int, spa
     return pixels, pixels * (channels // lanes), lanes * bits
 
 
-def _minimal_window_geometry(*, ifm_dim, folds, kernel, stride, pad, dilation):
+def _minimal_window_geometry(*, ifm_dim, kernel, stride, pad, dilation):
     """Per output row ``oy``: ``(lo, hi)``; ``keep`` per row; per output column: ``(cl, ch)``.
 
     ``lo``/``hi``: lowest/highest tap row inside the image; ``cl``/``ch``: same for columns;
@@ -479,8 +479,8 @@ def minimal_window_events(*, ifm_dim: tuple[int, int], folds: int, kernel: int, 
     kkf = kernel * kernel * F
     n_pix = pixel_buffer_memory(width=W, channels=F, lanes=1, bits=1,
                                 span=(kernel - 1) * dilation, stride=stride)[0]
-    rows, keep, cols = _minimal_window_geometry(ifm_dim=ifm_dim, folds=F, kernel=kernel,
-                                                stride=stride, pad=pad, dilation=dilation)
+    rows, keep, cols = _minimal_window_geometry(ifm_dim=ifm_dim, kernel=kernel, stride=stride,
+                                                pad=pad, dilation=dilation)
     oldest, newest = [], []
     for oy, (lo, hi) in enumerate(rows):
         for cl, ch in cols:
@@ -591,7 +591,8 @@ class MinimalSlidingWindowGenerator(SlidingWindowGenerator):
         span = (K - 1) * D
         OH, OW = self.ofm_dim
         NP, NW = self.pixels, self.buffer_words
-        rows, _, cols = _minimal_window_geometry(**self._geometry_args())
+        geometry = {k: v for k, v in self._geometry_args().items() if k != "folds"}
+        rows, _, cols = _minimal_window_geometry(**geometry)
 
         m.submodules.mem = mem = Memory(shape=unsigned(self.word_bits), depth=NW, init=[],
                                         attrs=memory_attrs(self.ram_style, read_only=False))
