@@ -185,6 +185,24 @@ class _LineBufferWindow(wiring.Component):
         """
         raise NotImplementedError
 
+    def _buffer_ports(self, m: Module):
+        """The buffer ``Memory`` (``buffer_words`` x ``word_bits``, ``ram_style``): its write
+        port and its synchronous read port."""
+        m.submodules.mem = mem = Memory(shape=unsigned(self.word_bits), depth=self.buffer_words,
+                                        init=[], attrs=memory_attrs(self.ram_style, read_only=False))
+        return mem.write_port(), mem.read_port(domain="sync")
+
+    def _output_register(self, m: Module, rp, addr, iy, ix, take, advance, o_valid) -> None:
+        """The read port as output register: read ``addr`` while ``advance``; a tap ``(iy, ix)``
+        outside the image reads 0; ``o_valid`` follows ``take`` (a beat issued this cycle)."""
+        pad = (iy < 0) | (iy >= self.height) | (ix < 0) | (ix >= self.width)
+        pad_r = Signal()
+        m.d.comb += [rp.en.eq(advance), rp.addr.eq(Mux(pad, 0, addr))]
+        with m.If(advance):
+            m.d.sync += [o_valid.eq(take), pad_r.eq(pad)]
+        m.d.comb += [self.o.valid.eq(o_valid),
+                     self.o.payload.as_value().eq(Mux(pad_r, 0, rp.data))]
+
     def elaborate(self, platform):
         m = Module()
         H, W, F, R = self.height, self.width, self.folds, self.rows
@@ -192,11 +210,7 @@ class _LineBufferWindow(wiring.Component):
         S, P, SPAN, OH = self.row_stride, self.row_pad, self.row_span, self.out_rows
         cs = self._coord_shape
 
-        m.submodules.mem = mem = Memory(shape=unsigned(self.word_bits),
-                                        depth=self.buffer_words, init=[],
-                                        attrs=memory_attrs(self.ram_style, read_only=False))
-        wp = mem.write_port()
-        rp = mem.read_port(domain="sync")
+        wp, rp = self._buffer_ports(m)
 
         filled = Signal(range(R + 1))  # complete rows held, from slot `head`
         head = Signal(range(R))
@@ -236,7 +250,6 @@ class _LineBufferWindow(wiring.Component):
         k = Mux(last_row, H - lo, lo_n - lo)  # rows freed when this output row ends
 
         o_valid = Signal()
-        pad_r = Signal()
         advance = ~o_valid | self.o.ready  # output register free or emptied this cycle
         ok = Signal()
         issue = Signal()
@@ -271,7 +284,6 @@ class _LineBufferWindow(wiring.Component):
         m.d.sync += head.eq(Mux(head_sum >= R, head_sum - R, head_sum))
 
         # ---- address and read pipeline -------------------------------------------------------
-        pad = (iy < 0) | (iy >= H) | (ix < 0) | (ix >= W)
         slot_sum = head + (iy - lo)  # iy - lo is in [0, SPAN] for every tap inside the image
         slot = Mux(slot_sum >= R, slot_sum - R, slot_sum)
         # constant multiplies of the address in LUTs: Yosys put 17 of them on DSP48s in the
@@ -280,16 +292,7 @@ class _LineBufferWindow(wiring.Component):
         addr_bits = max(1, (self.buffer_words - 1).bit_length())
         # a padding tap's negative pixel index wraps here; its address is masked below
         addr = lut_multiplier(m, (row_base + ix) * F, signed(addr_bits + 1), "pixel_addr") + f
-        m.d.comb += [
-            rp.en.eq(advance),
-            rp.addr.eq(Mux(pad, 0, addr)),
-        ]
-        with m.If(advance):
-            m.d.sync += [o_valid.eq(active & ok), pad_r.eq(pad)]
-        m.d.comb += [
-            self.o.valid.eq(o_valid),
-            self.o.payload.as_value().eq(Mux(pad_r, 0, rp.data)),
-        ]
+        self._output_register(m, rp, addr, iy, ix, active & ok, advance, o_valid)
         return m
 
 
@@ -594,10 +597,7 @@ class MinimalSlidingWindowGenerator(SlidingWindowGenerator):
         geometry = {k: v for k, v in self._geometry_args().items() if k != "folds"}
         rows, _, cols = _minimal_window_geometry(**geometry)
 
-        m.submodules.mem = mem = Memory(shape=unsigned(self.word_bits), depth=NW, init=[],
-                                        attrs=memory_attrs(self.ram_style, read_only=False))
-        wp = mem.write_port()
-        rp = mem.read_port(domain="sync")
+        wp, rp = self._buffer_ports(m)
 
         # held: written pixels from the oldest one still needed (negative at a frame's end,
         # while the writer finishes rows no window uses)
@@ -621,7 +621,6 @@ class MinimalSlidingWindowGenerator(SlidingWindowGenerator):
         oy = Signal(range(OH))
         row0 = Signal(self._coord_shape, init=-P)
         o_valid = Signal()
-        pad_r = Signal()
         advance = ~o_valid | self.o.ready
         ok = Signal()
         issue = Signal()
@@ -675,12 +674,7 @@ class MinimalSlidingWindowGenerator(SlidingWindowGenerator):
         tap_words = Array([y * W * F for y in range(span + 1)])
         col_words = Array([x * F for x in range(span + 1)])
         tap = wrap(win_base + tap_words[dy] + col_words[dx])  # tap offset < NW: one wrap
-        pad = (iy < 0) | (iy >= H) | (ix < 0) | (ix >= W)
-        m.d.comb += [rp.en.eq(advance), rp.addr.eq(Mux(pad, 0, tap + f))]
-        with m.If(advance):
-            m.d.sync += [o_valid.eq(ok), pad_r.eq(pad)]
-        m.d.comb += [self.o.valid.eq(o_valid),
-                     self.o.payload.as_value().eq(Mux(pad_r, 0, rp.data))]
+        self._output_register(m, rp, tap + f, iy, ix, ok, advance, o_valid)
         return m
 
 
