@@ -17,7 +17,7 @@ def build_layer(graph: HWGraph, layer: HWLayer):
 
     The folding's FINN attributes reach the component: ``PE``/``SIMD``, ``resType`` (MVAU
     multipliers) and ``ram_style`` (``auto`` when absent) of the memory of an MVAU, VVAU,
-    Requant, SlidingWindow, DeformableSampler or Upsample, written as a Verilog attribute on
+    Requant, Thresholding, SlidingWindow, DeformableSampler or Upsample, written as a Verilog attribute on
     it (:mod:`hw.memory_style`); likewise the banked pixel buffer of a ChannelShuffle. A
     SlidingWindow's ``window_buffer`` picks its engine (:func:`hw.window.sliding_window_class`:
     ``"rows"``, the default, or ``"minimal"``).
@@ -31,6 +31,7 @@ def build_layer(graph: HWGraph, layer: HWLayer):
     from hw.pool import MaxPool
     from hw.requant import Requantizer
     from hw.stream_utils import StreamDuplicator, StreamWidthConverter
+    from hw.thresholding import Thresholding
     from hw.upsample import Upsample
     from hw.vvau import VVAU
     from hw.window import DeformableSampler, sliding_window_class
@@ -64,6 +65,11 @@ def build_layer(graph: HWGraph, layer: HWLayer):
                            shift=a["shift"], out_min=a["out_min"], out_max=a["out_max"],
                            lanes=t_in.lanes, acc_bits=t_in.bits, in_signed=t_in.signed,
                            ram_style=ram_style)
+    if layer.op == "Thresholding":
+        return Thresholding(thresholds=layer.params["thresholds"], channels=a["channels"],
+                            lanes=t_in.lanes, in_bits=t_in.bits, in_signed=t_in.signed,
+                            out_bits=t_out.bits, out_signed=t_out.signed,
+                            out_bias=a["out_bias"], ram_style=ram_style)
     if layer.op == "Duplicate":
         return StreamDuplicator(_payload_layout(t_in))
     if layer.op == "WidthConverter":
@@ -125,6 +131,27 @@ def buffer_memory(graph: HWGraph, layer: HWLayer) -> tuple[int, int] | None:
     return None
 
 
+def threshold_memories(graph: HWGraph, layer: HWLayer) -> dict:
+    """Threshold ROMs of a Thresholding layer as :func:`build_layer` builds them, without
+    building it (:func:`hw.thresholding.threshold_geometry`): ``{"memories": [(depth,
+    width), ...] one per lane and search stage with depth > 1, "stages": M, "thr_bits",
+    "rows": threshold rows (C, or 1 shared), "n": N}``; the compiler's estimate
+    (:func:`sw.estimate.layer_resources`) uses it.
+
+    Raises:
+        ValueError: the layer is not a Thresholding, or its thresholds or folding are refused.
+    """
+    from hw.thresholding import threshold_geometry
+
+    if layer.op != "Thresholding":
+        raise ValueError(f"layer {layer.name}: threshold_memories of a {layer.op}")
+    t_in = graph.tensors[layer.inputs[0]]
+    geo = threshold_geometry(layer.params["thresholds"], layer.attrs["channels"], t_in.lanes,
+                             t_in.bits, t_in.signed)
+    return {"memories": geo["memories"], "stages": geo["stages"], "thr_bits": geo["thr_bits"],
+            "rows": geo["table"].shape[0], "n": geo["n"]}
+
+
 def buffer_read_ports(graph: HWGraph, layer: HWLayer) -> list[int] | None:
     """Read ports of each bank of a ChannelShuffle layer's pixel buffer as :func:`build_layer`
     builds it (:meth:`hw.channel_ops.ChannelShuffle.read_ports`, one entry per bank, each bank a
@@ -175,7 +202,7 @@ def expected_layer_cycles(graph: HWGraph, layer: HWLayer, comp=None) -> int:
     if comp is None:
         comp = build_layer(graph, layer)
         comp._MustUse__silence = True  # only asked for its cycle model, never elaborated
-    if layer.op in ("MVAU", "VVAU", "Requant"):
+    if layer.op in ("MVAU", "VVAU", "Requant", "Thresholding"):
         return int(comp.expected_cycles(layer.attrs["pixels"]))
     if layer.op in ("MaxPool", "Concat", "ChannelSplit", "ChannelShuffle", "Add"):
         # pixels of the (first) output frame [H, W, C]

@@ -24,7 +24,11 @@ Models (sources):
   shared-operand packing of Xilinx WP486, :attr:`hw.mvau.MVAU.multipliers`: ``ceil(PE/2) *
   SIMD``), a VVAU needs one DSP per lane (its lanes multiply different inputs). Adder tree ``(W+A)*(2*SIMD-1)`` and accumulator ``acc_bits`` LUTs per PE;
   ``c0 = 300`` LUTs of control per MVAU/VVAU (FINN's constant). Requantiser: one DSP48 per
-  lane (16-bit multiplier x accumulator). Stream layers: ``2 * lanes * bits`` LUTs + 50.
+  lane (16-bit multiplier x accumulator). Thresholding (FINN's RTL binary search): threshold
+  ROMs per lane and search stage as the component builds them (:func:`hw.registry.
+  threshold_memories`, FINN's ``get_pe_mem_geometries``: in all ``C * (2**M - 1)`` thresholds
+  of ``in_bits + 1`` bits at most), one LUT per compared bit per lane and stage, plus the
+  ``out_bias`` adder and 50 of control. Stream layers: ``2 * lanes * bits`` LUTs + 50.
 * Pixel buffers, sized by the hardware itself (:func:`hw.registry.buffer_memory`, from the
   numbers each component builds its ``Memory`` from, so estimate and RTL cannot drift apart):
   a sliding window generator's line buffer holds ``(K-1)*dilation + 1 + stride`` rows, the
@@ -138,6 +142,8 @@ def analytic_cycles(graph: HWGraph, layer: HWLayer) -> int:
     if layer.op == "WidthConverter":
         t = graph.tensors[layer.inputs[0]]
         return max(t.values_per_frame // a["in_lanes"], t.values_per_frame // a["out_lanes"])
+    if layer.op == "Thresholding":  # FINN's Thresholding.get_exp_cycles: C/PE beats per pixel
+        return a["pixels"] * a["channels"] // _lanes_in(graph, layer)
     return graph.tensors[layer.inputs[0]].beats_per_frame  # Requant, Duplicate
 
 
@@ -256,6 +262,23 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
         r["bram18"], r["uram"], r["lutram_luts"] = _memory(c // lanes, lanes * (16 + a["acc_bits"] + 16), mem_style)
         r["dsps"] = lanes
         r["luts"] = 50 + lanes * 2 * graph.tensors[layer.outputs[0]].bits + r["lutram_luts"]
+    elif layer.op == "Thresholding":
+        # the ROMs the component builds (hw.registry.threshold_memories; FINN's
+        # ThresholdingRTL.get_pe_mem_geometries): per lane and search stage s, (C/PE)*2**s words
+        # of thr_bits (2**s for a shared [1, N] set; depth-1 tables are constants); LUTs: one
+        # per compared bit per lane and stage (the carry-chain comparator x >= T), the out_bias
+        # adder, 50 of control (fold counter, output FIFO)
+        geo = registry.threshold_memories(graph, layer)
+        lanes, tb = _lanes_in(graph, layer), geo["thr_bits"]
+        t_in, t_out = graph.tensors[layer.inputs[0]], graph.tensors[layer.outputs[0]]
+        rows = lanes if geo["rows"] == 1 else a["channels"]
+        r["weight_bits"] = rows * ((1 << geo["stages"]) - 1) * tb
+        for depth, width in geo["memories"]:
+            b, u, lut = _memory(depth, width, mem_style)
+            r["bram18"], r["uram"], r["lutram_luts"] = r["bram18"] + b, r["uram"] + u, r["lutram_luts"] + lut
+        cmp_bits = max(t_in.bits, tb)
+        bias_bits = t_out.bits if a["out_bias"] else 0
+        r["luts"] = 50 + lanes * (geo["stages"] * cmp_bits + bias_bits) + r["lutram_luts"]
     elif layer.op in ("SlidingWindow", "DeformableSampler", "Upsample"):
         # the memory the component builds (module docstring, "Pixel buffers")
         depth, width = registry.buffer_memory(graph, layer)

@@ -67,6 +67,8 @@ def run_graph(graph: HWGraph, x: np.ndarray, keep_all: bool = False) -> dict[str
         elif layer.op == "Requant":
             outs = [golden.requantize(ins[0], layer.params["multiplier"], layer.params["bias"],
                                       a["shift"], a["out_min"], a["out_max"])]
+        elif layer.op == "Thresholding":
+            outs = [golden.thresholding(ins[0], layer.params["thresholds"], a["out_bias"])]
         elif layer.op == "MaxPool":
             win = ins[0]
             if win.ndim == 3:  # flat window stream: restore (C/PE, K*K, PE)

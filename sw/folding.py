@@ -109,10 +109,11 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
 STREAM_OPS = ("MaxPool", "Upsample", "Concat", "ChannelSplit", "ChannelShuffle", "Add")
 MEM_MODES = ("internal", "external")
 #: the layers with a memory FINN's ``ram_style`` (:data:`RAM_STYLES`, the values the hardware
-#: generators accept) applies to (weights, Requant parameters, line / ping-pong row buffers,
-#: ChannelShuffle's banked ping-pong pixel buffer; see :func:`sw.estimate.layer_resources`)
-MEMORY_OPS = ("MVAU", "VVAU", "Requant", "SlidingWindow", "DeformableSampler", "Upsample",
-              "ChannelShuffle")
+#: generators accept) applies to (weights, Requant parameters, threshold ROMs, line /
+#: ping-pong row buffers, ChannelShuffle's banked ping-pong pixel buffer; see
+#: :func:`sw.estimate.layer_resources`)
+MEMORY_OPS = ("MVAU", "VVAU", "Requant", "Thresholding", "SlidingWindow", "DeformableSampler",
+              "Upsample", "ChannelShuffle")
 
 
 def _mem_mode(layer: HWLayer, mode: str) -> str:
@@ -142,7 +143,7 @@ def _in_lanes(g: HWGraph, layer: HWLayer, port: int) -> int:
         return 1 if port == 1 else g.tensors[layer.outputs[0]].lanes
     if layer.op == "WidthConverter":
         return layer.attrs["in_lanes"]
-    return g.tensors[layer.outputs[0]].lanes  # Requant, Duplicate: pass-through lanes
+    return g.tensors[layer.outputs[0]].lanes  # Requant, Thresholding, Duplicate: pass-through
 
 
 def _propagate_lanes(g: HWGraph) -> None:
@@ -162,7 +163,7 @@ def _propagate_lanes(g: HWGraph) -> None:
         if layer.op in ("MVAU", "VVAU") or layer.op in STREAM_OPS:
             for out in layer.outputs:
                 g.tensors[out].lanes = layer.folding.get("PE", 1)
-        elif layer.op in ("Requant", "Duplicate"):
+        elif layer.op in ("Requant", "Thresholding", "Duplicate"):
             for out in layer.outputs:
                 g.tensors[out].lanes = g.tensors[layer.inputs[0]].lanes
     # graph input: the lanes its consumer wants

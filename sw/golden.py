@@ -210,6 +210,36 @@ def requantize(acc: np.ndarray, multiplier: np.ndarray, bias: np.ndarray, shift:
     return np.clip(y, out_min, out_max)
 
 
+def thresholding(x: np.ndarray, thresholds: np.ndarray, out_bias: int = 0) -> np.ndarray:
+    """FINN's MultiThreshold / Thresholding: ``y[..., c] = out_bias + #{i : x[..., c] >= T[c, i]}``.
+
+    Exactly qonnx's ``multithreshold(x, T, out_bias=out_bias, channels_last=True)``
+    (``qonnx.custom_op.general.multithreshold``: ``>=``, not ``>``; a threshold equal to the
+    input counts), on integers. The rows need not be sorted here (counting does not care);
+    the hardware (:class:`hw.thresholding.Thresholding`) needs them sorted.
+
+    Args:
+        x: ``[..., C]`` integers (accumulators or features, channels last).
+        thresholds: ``[C, N]`` integers (one row per channel) or ``[1, N]`` (one set shared by
+            every channel).
+        out_bias: FINN's ``ActVal`` / ``out_bias``: 0 for unsigned outputs, ``-2**(b-1)`` for
+            a signed ``b``-bit output.
+
+    Returns:
+        ``[..., C]`` integers in ``[out_bias, out_bias + N]``.
+
+    Raises:
+        GoldenModelError: non-integer values, thresholds not 2-D, or a row count that is
+            neither ``C`` nor 1.
+    """
+    x = _check_int("thresholding input", x)
+    t = _check_int("thresholding thresholds", thresholds)
+    if t.ndim != 2 or t.shape[0] not in (1, x.shape[-1]):
+        raise GoldenModelError(f"thresholding: thresholds must be [C, N] or [1, N] with "
+                               f"C={x.shape[-1]}, got shape {t.shape}")
+    return int(out_bias) + np.count_nonzero(x[..., None] >= t, axis=-1).astype(np.int64)
+
+
 # ------------------------------------------------------------------------------------------
 # detector layers beyond the slice (docs/detector_contract.md section 2)
 # ------------------------------------------------------------------------------------------

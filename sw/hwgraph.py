@@ -15,6 +15,8 @@ SlidingWindow        ifm_dim (H, W), channels, kernel, stride, pad, dilation, de
 MVAU                 mh, mw, pixels; params ``weights`` [MH, MW], weight_bits
 VVAU                 channels, kernel_elems, pixels; params ``weights`` [C, K*K], weight_bits
 Requant              channels, pixels, shift, out_min, out_max; params ``multiplier``, ``bias`` [C]
+Thresholding         channels, pixels, out_bias (FINN's ActVal); params ``thresholds`` [C, N] or
+                     [1, N] (shared), rows ascending; ``y = out_bias + #{i: x >= T[c, i]}``
 DeformableSampler    ifm_dim, channels, max_offset (inputs: features, offsets)
 Duplicate            (fan-out of one stream to two consumers)
 WidthConverter       in_lanes, out_lanes (inserted by folding where lane counts differ)
