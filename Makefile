@@ -11,6 +11,7 @@ export XDG_CACHE_HOME := $(CURDIR)/.cache
 export PYTHONPATH := $(CURDIR)
 export MPLBACKEND := Agg
 JOBS ?= $(shell nproc)
+FINN_PLUS := finn-plus==1.6.1
 
 .PHONY: setup demo test test-all train shipped-checkpoint ablation bench bitstream clean
 
@@ -19,6 +20,9 @@ setup: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.lock
+	# FINN (finn-plus) pins brevitas 0.13.0, onnx 1.21, numpy 2.4, which pip cannot resolve beside
+	# torch 2.13; its transformations run on the locked set, so it goes in without its pins
+	$(PY) -m pip install --quiet --no-deps $(FINN_PLUS)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -402,33 +402,33 @@ class _Lowerer:
                       signed=a.signed))
 
     def insert_duplicates(self) -> None:
-        """A stream read by n > 1 layers gets a chain of n - 1 two-way Duplicate layers."""
-        for tname in list(self.tensors):
-            readers = [l for l in self.layers if tname in l.inputs]
-            if len(readers) <= 1:
+        insert_duplicates(self.layers, self.tensors, self.uname)
+
+
+def insert_duplicates(layers: list[HWLayer], tensors: dict[str, TensorInfo], uname) -> None:
+    """A stream read by n > 1 layers gets a chain of n - 1 two-way Duplicate layers (FINN's
+    DuplicateStreams, two outputs each), inserted after its producer; ``uname(base)`` names
+    them."""
+    for tname in list(tensors):
+        readers = [l for l in layers if tname in l.inputs]
+        if len(readers) <= 1:
+            continue
+        info = tensors[tname]
+        prod = next((j for j, l in enumerate(layers) if tname in l.outputs), -1)
+        src, pos = tname, prod + 1
+        for i, reader in enumerate(readers):
+            if i == len(readers) - 1:
+                reader.inputs = [src if t == tname else t for t in reader.inputs]
                 continue
-            info = self.tensors[tname]
-            prod = next((j for j, l in enumerate(self.layers) if tname in l.outputs), -1)
-            src, pos = tname, prod + 1
-            for i, reader in enumerate(readers):
-                last = i == len(readers) - 1
-                if last:
-                    branch = rest = None
-                branch = f"{tname}_dup{i}"
-                if not last:
-                    self.tensors[branch] = TensorInfo(branch, info.shape, info.bits, info.signed,
-                                                      info.scale, info.kind)
-                    rest = f"{tname}_rest{i}" if i < len(readers) - 2 else f"{tname}_dup{i + 1}"
-                    self.tensors[rest] = TensorInfo(rest, info.shape, info.bits, info.signed,
-                                                    info.scale, info.kind)
-                    dup = HWLayer(self.uname("Duplicate"), "Duplicate", [src], [branch, rest],
-                                  dict(bits=info.bits, signed=info.signed), source_node="")
-                    self.layers.insert(pos, dup)
-                    pos += 1
-                    reader.inputs = [branch if t == tname else t for t in reader.inputs]
-                    src = rest
-                else:
-                    reader.inputs = [src if t == tname else t for t in reader.inputs]
+            branch = f"{tname}_dup{i}"
+            rest = f"{tname}_rest{i}" if i < len(readers) - 2 else f"{tname}_dup{i + 1}"
+            for n in (branch, rest):
+                tensors[n] = TensorInfo(n, info.shape, info.bits, info.signed, info.scale, info.kind)
+            layers.insert(pos, HWLayer(uname("Duplicate"), "Duplicate", [src], [branch, rest],
+                                       dict(bits=info.bits, signed=info.signed), source_node=""))
+            pos += 1
+            reader.inputs = [branch if t == tname else t for t in reader.inputs]
+            src = rest
 
 
 def _load(model) -> ModelWrapper:

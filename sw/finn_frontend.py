@@ -1,0 +1,322 @@
+"""FINN's front end: a QONNX export of a Brevitas model to FINN's hardware-layer graph.
+
+The chain is FINN's own (finn-plus, installed from PyPI): ``ConvertQONNXtoFINN`` (Quant nodes to
+``MultiThreshold``), FINN's ``Streamline`` (scales and biases moved and absorbed into thresholds,
+arXiv:1709.04060), ``LowerConvsToMatMul`` (Im2Col + MatMul), the NHWC layout steps and
+``RoundAndClipThresholds``, then FINN's conversion to hardware layers (``convert_to_hw``:
+``InferConvInpGen``, ``InferQuantizedMatrixVectorActivation``, ``InferVectorVectorActivation``,
+``InferThresholdingLayer``, ``InferPool``, ``InferUpsample``, ``InferConcatLayer``,
+``InferElementwiseBinaryOperation``, ``InferDuplicateStreamsLayer``). Nothing of it needs
+Vivado: the hardware-layer nodes are FINN's HW abstraction ops (``finn.custom_op.fpgadataflow``),
+which execute in Python.
+
+The result is a :class:`FinnLowering`: FINN's graph with three parts, as FINN's
+``CreateDataflowPartition`` would cut it:
+
+* the *host prologue*: the nodes before the first hardware layer (FINN keeps the layout
+  ``Transpose`` NCHW -> NHWC there); the accelerator itself takes NHWC uint8 pixels;
+* the *dataflow part*: FINN hardware-layer nodes only, NHWC streams of integers;
+* the *host epilogue*: the nodes after the last hardware layer (the float head's per-channel
+  ``Mul``/``Add`` that FINN leaves unabsorbed, the layout ``Transpose`` back to NCHW).
+
+Input pixels: the accelerator takes integer pixels ``p`` (0..255) and the exported model's
+input is ``p * input_scale``. ``input_scale="auto"`` takes 1 when the model's input quantiser
+has scale 1 (raw pixels, the project's own detectors) and 1/255 otherwise (torchvision's
+``ToTensor`` images in [0, 1)). As FINN's own examples do, a ``Mul`` by ``input_scale`` is put in
+front of the graph and the new input is annotated ``UINT8``; streamlining then folds the scale
+into the first thresholds, which ``RoundAndClipThresholds`` makes integer.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+
+from sw.transforms.base import CompileError
+
+__all__ = ["FinnLowering", "finn_lower", "HW_DOMAIN", "host_input_scale"]
+
+HW_DOMAIN = "finn.custom_op.fpgadataflow"
+
+
+@dataclass
+class FinnLowering:
+    """FINN's lowering of one model.
+
+    Attributes:
+        model: the whole FINN graph (prologue + hardware layers + epilogue), executable with
+            ``qonnx.core.onnx_exec.execute_onnx`` on the pixel input ``[1, C, H, W]`` (float32
+            holding the integers 0..255): FINN's own integer truth.
+        input_scale: the exported model's input is ``pixels * input_scale``.
+        prologue: names of the host nodes before the first hardware layer.
+        epilogue: names of the host nodes after the last hardware layer.
+        dataflow_input, dataflow_output: tensor names at the accelerator's two ends (NHWC).
+    """
+
+    model: ModelWrapper
+    input_scale: float
+    prologue: list[str]
+    epilogue: list[str]
+    dataflow_input: str
+    dataflow_output: str
+
+    def hw_nodes(self) -> list[onnx.NodeProto]:
+        return [n for n in self.model.graph.node if n.domain == HW_DOMAIN]
+
+    def run(self, pixels: np.ndarray, return_context: bool = False):
+        """Execute FINN's graph on ``pixels`` ``[1, C, H, W]`` (integers 0..255).
+
+        Returns:
+            the model output (float32, NCHW as exported); with ``return_context`` also the
+            dict of every tensor.
+        """
+        from qonnx.core.onnx_exec import execute_onnx
+
+        x = np.asarray(pixels, dtype=np.float32)
+        ctx = execute_onnx(self.model, {self.model.graph.input[0].name: x},
+                           return_full_exec_context=True)
+        out = ctx[self.model.graph.output[0].name]
+        return (out, ctx) if return_context else out
+
+    def epilogue_model(self) -> ModelWrapper:
+        """The host epilogue as a model of its own: input = the accelerator's output tensor."""
+        return _submodel(self.model, self.epilogue, self.dataflow_output,
+                         self.model.graph.output[0].name)
+
+
+def host_input_scale(model: ModelWrapper) -> float:
+    """The ``input_scale`` that ``"auto"`` picks: 1.0 when the graph input feeds a ``Quant``
+    whose scale is exactly 1 (raw 0..255 pixels), else 1/255 (images in [0, 1))."""
+    gin = model.graph.input[0].name
+    for node in model.find_consumers(gin) or []:
+        if node.op_type == "Quant":
+            scale = model.get_initializer(node.input[1])
+            if scale is not None and np.all(np.asarray(scale) == 1.0):
+                return 1.0
+    return 1.0 / 255.0
+
+
+def _quiet(fn, *args):
+    """Run a FINN/qonnx call with its warnings and log chatter kept off the console."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            return fn(*args)
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def _prepend_input_scale(model: ModelWrapper, scale: float) -> ModelWrapper:
+    """FINN's pre-processing step: a new ``UINT8`` graph input ``pixels`` feeding
+    ``Mul(pixels, scale)`` into the old input."""
+    graph = model.graph
+    old = graph.input[0]
+    shape = model.get_tensor_shape(old.name)
+    new_name = "pixels"
+    new_in = helper.make_tensor_value_info(new_name, onnx.TensorProto.FLOAT, shape)
+    scale_name = "pixels_scale"
+    model.set_initializer(scale_name, np.asarray(scale, dtype=np.float32))
+    mul = helper.make_node("Mul", [new_name, scale_name], [old.name], name="InputScale")
+    graph.node.insert(0, mul)
+    graph.value_info.append(copy.deepcopy(old))
+    graph.input.remove(old)
+    graph.input.insert(0, new_in)
+    model.set_tensor_datatype(new_name, DataType["UINT8"])
+    return model
+
+
+def _streamline(model: ModelWrapper) -> ModelWrapper:
+    from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.absorb import (AbsorbConsecutiveTransposes,
+                                                       AbsorbTransposeIntoMultiThreshold)
+    from finn.transformation.streamline.reorder import (MakeMaxPoolNHWC,
+                                                        MoveTransposePastFork,
+                                                        MoveTransposePastJoinConcat,
+                                                        MoveTransposePastJoinAdd)
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+
+    model = model.transform(Streamline())
+    model = model.transform(LowerConvsToMatMul())
+    model = model.transform(MakeMaxPoolNHWC())
+    for _ in range(4):  # push the layout transposes through forks and joins until they cancel
+        model = model.transform(AbsorbTransposeIntoMultiThreshold())
+        model = model.transform(MoveTransposePastFork())
+        model = model.transform(MoveTransposePastJoinConcat())
+        model = model.transform(MoveTransposePastJoinAdd())
+        model = model.transform(AbsorbConsecutiveTransposes())
+    model = model.transform(Streamline())
+    model = model.transform(InferDataLayouts())
+    model = model.transform(RoundAndClipThresholds())
+    model = model.transform(InferShapes()).transform(InferDataTypes())
+    return model.transform(GiveUniqueNodeNames()).transform(GiveReadableTensorNames())
+
+
+def _convert_to_hw(model: ModelWrapper) -> ModelWrapper:
+    from finn.transformation.fpgadataflow.convert_to_hw.concat import InferConcatLayer
+    from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
+    from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
+        InferDuplicateStreamsLayer)
+    from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
+        InferElementwiseBinaryOperation)
+    from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
+    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
+        InferQuantizedMatrixVectorActivation)
+    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
+    from finn.transformation.fpgadataflow.convert_to_hw.upsample import InferUpsample
+    from finn.transformation.fpgadataflow.convert_to_hw.vector_vector_activation import (
+        InferVectorVectorActivation)
+    from finn.transformation.streamline.absorb import AbsorbConsecutiveTransposes
+    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    chain = [
+        InferPool(),
+        InferConvInpGen(),
+        InferVectorVectorActivation(),
+        InferQuantizedMatrixVectorActivation(),
+        InferThresholdingLayer(),
+        InferUpsample(),
+        InferConcatLayer(),
+        # only the adds of two integer streams (residuals); a float head's per-channel
+        # Mul/Add stay on the host, as FINN leaves its output dequantisation off-chip
+        InferElementwiseBinaryOperation(_integer_stream_add),
+        InferDuplicateStreamsLayer(),
+    ]
+    for t in chain:
+        model = model.transform(t)
+    # the first Thresholding runs on NHWC pixels: cancel the Transpose pairs around it
+    model = model.transform(AbsorbConsecutiveTransposes())
+    model = model.transform(InferShapes()).transform(InferDataTypes())
+    return model.transform(GiveUniqueNodeNames()).transform(GiveReadableTensorNames())
+
+
+def _integer_stream_add(model: ModelWrapper, node) -> bool:
+    return node.op_type == "Add" and all(
+        model.get_initializer(t) is None and model.get_tensor_datatype(t).is_integer()
+        for t in node.input)
+
+
+def finn_lower(model: ModelWrapper | str | Path, input_scale: float | str = "auto") -> FinnLowering:
+    """Lower a QONNX model (batch 1, NCHW) through FINN's transformations.
+
+    Args:
+        model: a cleaned-up QONNX export (``models.export.export_qonnx``) or its path.
+        input_scale: the model input is ``pixels * input_scale``; ``"auto"``: see
+            :func:`host_input_scale`.
+
+    Returns:
+        :class:`FinnLowering`.
+
+    Raises:
+        CompileError: an unreadable file, a graph that is not one input / one output, or a
+            node between hardware layers that FINN did not turn into one (named with its op).
+    """
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from qonnx.util.cleanup import cleanup_model
+
+    model = _load(model)
+    try:
+        model = _quiet(cleanup_model, model)
+    except Exception as exc:
+        raise CompileError(f"graph: qonnx cannot clean it up ({type(exc).__name__}: {exc})") from None
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise CompileError("graph: exactly one graph input and one graph output are supported "
+                           f"(got {len(model.graph.input)} and {len(model.graph.output)})")
+    if input_scale == "auto":
+        input_scale = host_input_scale(model)
+    input_scale = float(input_scale)
+    try:
+        model = _quiet(model.transform, ConvertQONNXtoFINN())
+        model = _prepend_input_scale(model, input_scale)
+        model = _quiet(_streamline, model)
+        model = _quiet(_convert_to_hw, model)
+    except CompileError:
+        raise
+    except Exception as exc:  # a FINN transformation refusing the graph
+        raise CompileError(f"FINN's lowering stopped: {type(exc).__name__}: {exc}") from None
+    return _partition(model, input_scale)
+
+
+def _partition(model: ModelWrapper, input_scale: float) -> FinnLowering:
+    nodes = list(model.graph.node)
+    hw = [i for i, n in enumerate(nodes) if n.domain == HW_DOMAIN]
+    if not hw:
+        first = next((n for n in nodes if n.op_type not in ("Transpose", "Reshape")), None)
+        raise CompileError(_not_hw_message(model, first) if first is not None else
+                           "graph: no layer became a hardware layer")
+    lo, hi = hw[0], hw[-1]
+    for n in nodes[lo:hi + 1]:
+        if n.domain != HW_DOMAIN:
+            raise CompileError(_not_hw_message(model, n))
+    prologue, epilogue = nodes[:lo], nodes[hi + 1:]
+    for n in prologue:
+        if n.op_type != "Transpose":
+            raise CompileError(_not_hw_message(model, n))
+    first, last = nodes[lo], nodes[hi]
+    din = first.input[0]
+    dout = last.output[0]
+    if len([t for n in nodes[lo:hi + 1] for t in n.output if model.find_consumers(t) and any(
+            c.domain != HW_DOMAIN for c in model.find_consumers(t))]) > 1:
+        raise CompileError("graph: the accelerator must have a single output stream (two hardware "
+                           "layers feed host-side nodes)")
+    return FinnLowering(model, input_scale, [n.name for n in prologue], [n.name for n in epilogue],
+                        din, dout)
+
+
+_NOT_HW_HINT = {
+    "MultiThreshold": "an activation quantiser FINN could not put on a stream here",
+    "MatMul": "a conv or linear layer whose input is not an integer tensor",
+    "Mul": "a float scale left between two integer layers (unequal scales that no threshold "
+           "absorbed)",
+    "Add": "a float bias or an add of tensors FINN could not make integer",
+    "Softmax": "a Softmax: no hardware layer computes it; run it on the host after the model",
+}
+
+
+def _not_hw_message(model: ModelWrapper, node) -> str:
+    hint = _NOT_HW_HINT.get(node.op_type, "no FINN hardware layer covers this op")
+    return (f"node {node.name!r} ({node.op_type}) between hardware layers: {hint}; rule: the "
+            "accelerator's part of the graph must become FINN hardware layers only")
+
+
+def _submodel(model: ModelWrapper, names: list[str], inp: str, out: str) -> ModelWrapper:
+    """A model made of the nodes ``names`` of ``model``, from tensor ``inp`` to ``out``."""
+    keep = [copy.deepcopy(n) for n in model.graph.node if n.name in names]
+    used = {t for n in keep for t in n.input}
+    inits = [copy.deepcopy(i) for i in model.graph.initializer if i.name in used]
+    vin = helper.make_tensor_value_info(inp, onnx.TensorProto.FLOAT, model.get_tensor_shape(inp))
+    vout = helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, model.get_tensor_shape(out))
+    g = helper.make_graph(keep, "host_epilogue", [vin], [vout], inits)
+    sub = ModelWrapper(helper.make_model(g, producer_name="deflow"))
+    return sub
+
+
+def _load(model) -> ModelWrapper:
+    if isinstance(model, ModelWrapper):
+        return ModelWrapper(copy.deepcopy(model.model))
+    path = Path(model)
+    if not path.is_file():
+        raise CompileError(f"model file {path} does not exist")
+    try:
+        wrapped = ModelWrapper(str(path))
+    except Exception as exc:  # onnx raises DecodeError & co. on a corrupt or empty file
+        raise CompileError(f"model file {path} is not a readable ONNX model: {exc}") from None
+    if len(wrapped.graph.node) == 0 or len(wrapped.graph.input) == 0:
+        raise CompileError(f"model file {path} holds no graph (empty or not an ONNX model)")
+    return wrapped
