@@ -136,13 +136,21 @@ def _prepend_input_scale(model: ModelWrapper, scale: float) -> ModelWrapper:
 
 
 def _streamline(model: ModelWrapper) -> ModelWrapper:
+    """FINN's streamlining with the reorderings that forks, joins and resizes need, repeated
+    until the graph stops changing (FINN's build steps do the same in ``step_streamline``)."""
     from finn.transformation.streamline import Streamline
     from finn.transformation.streamline.absorb import (AbsorbConsecutiveTransposes,
-                                                       AbsorbTransposeIntoMultiThreshold)
-    from finn.transformation.streamline.reorder import (MakeMaxPoolNHWC,
+                                                       AbsorbTransposeIntoMultiThreshold,
+                                                       AbsorbTransposeIntoResize)
+    from finn.transformation.streamline.reorder import (MakeMaxPoolNHWC, MakeScaleResizeNHWC,
+                                                        MoveLinearPastFork,
+                                                        MoveMulPastJoinAdd,
+                                                        MoveMulPastJoinConcat,
+                                                        MoveMulPastMaxPool,
+                                                        MoveScalarLinearPastInvariants,
                                                         MoveTransposePastFork,
-                                                        MoveTransposePastJoinConcat,
-                                                        MoveTransposePastJoinAdd)
+                                                        MoveTransposePastJoinAdd,
+                                                        MoveTransposePastJoinConcat)
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
     from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
@@ -150,16 +158,29 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
     from qonnx.transformation.infer_shapes import InferShapes
     from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 
-    model = model.transform(Streamline())
+    from sw.finn_transforms import RescaleConcatInputs
+
+    moves = [RescaleConcatInputs(), MoveLinearPastFork(), MoveScalarLinearPastInvariants(),
+             MoveMulPastMaxPool(), MoveMulPastJoinAdd(), MoveMulPastJoinConcat(),
+             AbsorbTransposeIntoMultiThreshold(), AbsorbTransposeIntoResize(),
+             MoveTransposePastFork(), MoveTransposePastJoinConcat(), MoveTransposePastJoinAdd(),
+             AbsorbConsecutiveTransposes(), Streamline()]
+
+    def settle(model):
+        for _ in range(8):
+            before = model.model.SerializeToString()
+            for t in moves:
+                model = model.transform(t)
+            model = model.transform(InferShapes()).transform(InferDataTypes())
+            if model.model.SerializeToString() == before:
+                break
+        return model
+
+    model = settle(model.transform(Streamline()))
     model = model.transform(LowerConvsToMatMul())
     model = model.transform(MakeMaxPoolNHWC())
-    for _ in range(4):  # push the layout transposes through forks and joins until they cancel
-        model = model.transform(AbsorbTransposeIntoMultiThreshold())
-        model = model.transform(MoveTransposePastFork())
-        model = model.transform(MoveTransposePastJoinConcat())
-        model = model.transform(MoveTransposePastJoinAdd())
-        model = model.transform(AbsorbConsecutiveTransposes())
-    model = model.transform(Streamline())
+    model = model.transform(MakeScaleResizeNHWC())
+    model = settle(model)
     model = model.transform(InferDataLayouts())
     model = model.transform(RoundAndClipThresholds())
     model = model.transform(InferShapes()).transform(InferDataTypes())
