@@ -27,7 +27,7 @@ from sw.estimate import LayerEstimate, totals
 from sw.hwgraph import HWGraph, write_text_atomic
 
 #: ops whose memory holds parameters (weights, requantisation constants); others buffer pixels
-WEIGHT_OPS = ("MVAU", "VVAU", "Requant")
+WEIGHT_OPS = ("MVAU", "VVAU", "Requant", "Thresholding")
 BUFFER_OPS = ("SlidingWindow", "DeformableSampler", "Upsample", "ChannelShuffle")
 REPORT_FILES = ("estimates.md", "estimates.json", "estimates.png")
 

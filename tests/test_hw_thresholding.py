@@ -324,3 +324,36 @@ def test_mvau_thresholding_accelerator_rtl_bit_exact_under_stalls():
     run = simulate(g, frames, stall=0.2, backpressure=0.2)
     assert run.mismatches == [0, 0]
     np.testing.assert_array_equal(run.outputs[0], y)
+
+
+def test_autofold_folds_around_a_thresholding_layer():
+    """sw.autofold: the Thresholding takes its MVAU's PE (no PE of its own, like Requant), its
+    cycles come from the registry (the component's model) and stay below the MVAU's."""
+    from sw.autofold import choose_folding
+    from sw.boards import get_board
+    from sw.estimate import estimate
+
+    rng = np.random.default_rng(3)
+    ts = {
+        "x": TensorInfo("x", (8, 8, 16), 8, False, scale=1.0),
+        "acc": TensorInfo("acc", (8, 8, 32), 16, True, kind="acc"),
+        "y": TensorInfo("y", (8, 8, 32), 4, False, scale=0.25),
+    }
+    layers = [
+        HWLayer("MVAU_0", "MVAU", ["x"], ["acc"],
+                attrs=dict(mh=32, mw=16, pixels=64, weight_bits=4, in_bits=8, in_signed=False,
+                           acc_bits=16), params={"weights": rng.integers(-8, 8, size=(32, 16))}),
+        HWLayer("Thresholding_0", "Thresholding", ["acc"], ["y"],
+                attrs={"channels": 32, "pixels": 64, "out_bias": 0},
+                params={"thresholds": np.sort(rng.integers(-3000, 3000, size=(32, 15)), axis=1)}),
+    ]
+    g = HWGraph(layers, ts, "x", "y")
+    cfg = choose_folding(g, get_board("ultra96v2"), target_fps=200_000, clock_mhz=200)
+    fg = apply_folding(g, cfg)
+    pe = fg.layer("MVAU_0").folding["PE"]
+    assert fg.tensors["y"].lanes == pe > 1 and "PE" not in fg.layer("Thresholding_0").folding
+    est = {e.name: e for e in estimate(fg)}
+    thr = est["Thresholding_0"]
+    assert thr.cycle_model == "registry"
+    assert thr.cycles == 32 // pe * 64 + 4 + 2 <= est["MVAU_0"].cycles
+    assert thr.weight_bits == 32 * 15 * 13  # thresholds clipped to [-3000, 3000]: int13
