@@ -129,7 +129,10 @@ class Thresholding(wiring.Component):
     Datapath (stall-free, back-pressure absorbed at issue by :class:`hw.mvau.CreditedOutput`):
     issue (channel-fold counter) -> ``M`` stages, each a register of (value, bits so far,
     fold) beside its ROM's synchronous read, then the comparison (combinational) feeding the
-    next stage's ROM address -> ``out_bias`` added on the way into the output FIFO.
+    next stage's ROM address -> ``out_bias`` added on the way into the output FIFO. This is
+    FINN's ``DEEP_PIPELINE = 0`` form (no extra register between a comparison and the next
+    stage's ROM address); FINN's padding-free ``Scope`` masking is replaced by padding with
+    ``in_max + 1``.
 
     Cycles: ``C/PE`` per pixel, one beat per cycle (FINN's ``get_exp_cycles``);
     :meth:`expected_cycles` adds the fill latency ``M + 2`` (``latency = M`` issue to FIFO

@@ -267,7 +267,9 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
         # ThresholdingRTL.get_pe_mem_geometries): per lane and search stage s, (C/PE)*2**s words
         # of thr_bits (2**s for a shared [1, N] set; depth-1 tables are constants); LUTs: one
         # per compared bit per lane and stage (the carry-chain comparator x >= T), the out_bias
-        # adder, 50 of control (fold counter, output FIFO)
+        # adder, 50 of control (fold counter, output FIFO). Yosys synth_xilinx (xcup) of C=32,
+        # PE=4, int16 -> uint4 (15 thresholds, 14-bit): 431 LUT (ROMs mapped to logic), 0 BRAM;
+        # this model: 530 LUT (224 of them LUTRAM), 0 BRAM
         geo = registry.threshold_memories(graph, layer)
         lanes, tb = _lanes_in(graph, layer), geo["thr_bits"]
         t_in, t_out = graph.tensors[layer.inputs[0]], graph.tensors[layer.outputs[0]]
