@@ -43,7 +43,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from sw.transforms.base import CompileError
 
-__all__ = ["FinnLowering", "finn_lower", "HW_DOMAIN", "host_input_scale"]
+__all__ = ["FinnLowering", "finn_lower", "finn_partition", "HW_DOMAIN", "host_input_scale",
+           "is_hw_node", "hw_op_type"]
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
@@ -70,7 +71,7 @@ class FinnLowering:
     dataflow_output: str
 
     def hw_nodes(self) -> list[onnx.NodeProto]:
-        return [n for n in self.model.graph.node if n.domain == HW_DOMAIN]
+        return [n for n in self.model.graph.node if is_hw_node(n)]
 
     def run(self, pixels: np.ndarray, return_context: bool = False):
         """Execute FINN's graph on ``pixels`` ``[1, C, H, W]`` (integers 0..255).
@@ -91,6 +92,20 @@ class FinnLowering:
         """The host epilogue as a model of its own: input = the accelerator's output tensor."""
         return _submodel(self.model, self.epilogue, self.dataflow_output,
                          self.model.graph.output[0].name)
+
+
+def is_hw_node(node) -> bool:
+    """A FINN hardware-layer node: ``finn.custom_op.fpgadataflow``, or its ``.hls`` / ``.rtl``
+    specialisations (``MVAU_hls``, ``ConvolutionInputGenerator_rtl``, ...)."""
+    return node.domain == HW_DOMAIN or node.domain.startswith(HW_DOMAIN + ".")
+
+
+def hw_op_type(node) -> str:
+    """FINN's op type without the ``_hls`` / ``_rtl`` specialisation suffix."""
+    for suffix in ("_hls", "_rtl"):
+        if node.op_type.endswith(suffix):
+            return node.op_type[: -len(suffix)]
+    return node.op_type
 
 
 def host_input_scale(model: ModelWrapper) -> float:
@@ -271,19 +286,26 @@ def finn_lower(model: ModelWrapper | str | Path, input_scale: float | str = "aut
         raise
     except Exception as exc:  # a FINN transformation refusing the graph
         raise CompileError(f"FINN's lowering stopped: {type(exc).__name__}: {exc}") from None
-    return _partition(model, input_scale)
+    return finn_partition(model, input_scale)
 
 
-def _partition(model: ModelWrapper, input_scale: float) -> FinnLowering:
+def finn_partition(model: ModelWrapper, input_scale: float) -> FinnLowering:
+    """Cut a FINN graph whose hardware layers are already inferred into host prologue,
+    dataflow part and host epilogue (as FINN's ``CreateDataflowPartition`` would).
+
+    Raises:
+        CompileError: no hardware layer, a host node between hardware layers (named, with
+            its op type and a hint), or more than one stream leaving the dataflow part.
+    """
     nodes = list(model.graph.node)
-    hw = [i for i, n in enumerate(nodes) if n.domain == HW_DOMAIN]
+    hw = [i for i, n in enumerate(nodes) if is_hw_node(n)]
     if not hw:
         first = next((n for n in nodes if n.op_type not in ("Transpose", "Reshape")), None)
         raise CompileError(_not_hw_message(model, first) if first is not None else
                            "graph: no layer became a hardware layer")
     lo, hi = hw[0], hw[-1]
     for n in nodes[lo:hi + 1]:
-        if n.domain != HW_DOMAIN:
+        if not is_hw_node(n):
             raise CompileError(_not_hw_message(model, n))
     prologue, epilogue = nodes[:lo], nodes[hi + 1:]
     for n in prologue:
@@ -293,7 +315,7 @@ def _partition(model: ModelWrapper, input_scale: float) -> FinnLowering:
     din = first.input[0]
     dout = last.output[0]
     if len([t for n in nodes[lo:hi + 1] for t in n.output if model.find_consumers(t) and any(
-            c.domain != HW_DOMAIN for c in model.find_consumers(t))]) > 1:
+            not is_hw_node(c) for c in model.find_consumers(t))]) > 1:
         raise CompileError("graph: the accelerator must have a single output stream (two hardware "
                            "layers feed host-side nodes)")
     return FinnLowering(model, input_scale, [n.name for n in prologue], [n.name for n in epilogue],
@@ -324,8 +346,11 @@ def _submodel(model: ModelWrapper, names: list[str], inp: str, out: str) -> Mode
     vin = helper.make_tensor_value_info(inp, onnx.TensorProto.FLOAT, model.get_tensor_shape(inp))
     vout = helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, model.get_tensor_shape(out))
     g = helper.make_graph(keep, "host_epilogue", [vin], [vout], inits)
-    sub = ModelWrapper(helper.make_model(g, producer_name="deflow"))
-    return sub
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    sub = ModelWrapper(helper.make_model(g, producer_name="deflow",
+                                         opset_imports=list(model.model.opset_import)))
+    return sub.transform(InferShapes())
 
 
 def _load(model) -> ModelWrapper:

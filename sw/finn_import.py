@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from qonnx.custom_op.registry import getCustomOp
 
-from sw.finn_frontend import FinnLowering
+from sw.finn_frontend import FinnLowering, hw_op_type
 from sw.hwgraph import HWGraph, HWLayer, TensorInfo
 from sw.lower import acc_bits, insert_duplicates
 from sw.transforms.base import CompileError
@@ -50,7 +50,6 @@ class _Importer:
         self.tensors: dict[str, TensorInfo] = {}
         self.alias: dict[str, str] = {}  # FINN tensor -> deflow tensor carrying the same stream
         self.pending_pad: dict[str, tuple[str, int]] = {}  # FMPadding output -> (input, pad)
-        self.pending_window: dict[str, dict] = {}  # window tensor of a Pool's generator
         self.counts: dict[str, int] = {}
 
     # -- helpers -------------------------------------------------------------------------
@@ -58,6 +57,7 @@ class _Importer:
         return CompileError(f"node {node.name!r} ({node.op_type}): {rule}")
 
     def uname(self, base: str) -> str:
+        """Names of the layers deflow adds itself (Duplicate), apart from FINN's node names."""
         i = self.counts.get(base, 0)
         self.counts[base] = i + 1
         return f"{base}_{i}"
@@ -77,8 +77,9 @@ class _Importer:
     def src(self, tensor: str) -> str:
         return self.alias.get(tensor, tensor)
 
-    def add(self, op, node, inputs, outputs, attrs, params=None) -> HWLayer:
-        layer = HWLayer(self.uname(op), op, inputs, outputs, attrs, params or {},
+    def add(self, op, node, inputs, outputs, attrs, params=None, suffix="") -> HWLayer:
+        # named after the FINN node, so that a FINN folding_config.json applies as it is
+        layer = HWLayer(node.name + suffix, op, inputs, outputs, attrs, params or {},
                         source_node=node.name)
         self.layers.append(layer)
         return layer
@@ -94,7 +95,7 @@ class _Importer:
         din = self.fl.dataflow_input
         self.feature(din, self.nhwc(din))
         for node in self.fl.hw_nodes():
-            handler = getattr(self, f"op_{node.op_type}", None)
+            handler = getattr(self, f"op_{hw_op_type(node)}", None)
             if handler is None:
                 raise self.fail(node, "deflow has no hardware component for this FINN op; "
                                       f"supported: {', '.join(SUPPORTED_FINN_OPS)}")
@@ -143,7 +144,7 @@ class _Importer:
         self.add("Thresholding", node, [acc], [out],
                  dict(channels=c, pixels=h * w, out_bias=int(op.get_nodeattr("ActVal")),
                       out_bits=info.bits, out_signed=info.signed),
-                 dict(thresholds=_int_thresholds(node, thresholds)))
+                 dict(thresholds=_int_thresholds(node, thresholds)), suffix="_thresholds")
 
     def _weights(self, node, op):
         w = self.model.get_initializer(node.input[1])
