@@ -1,4 +1,5 @@
-"""Command line: ``deflow compile`` (QONNX -> folded hardware graph, estimates, Verilog) and
+"""Command line: ``deflow compile`` (QONNX -> folded hardware graph, estimates, FIFO depths,
+Verilog), ``deflow simulate`` (a compiled folder in RTL simulation, :mod:`sw.folder_sim`) and
 ``deflow demo`` (the main job: a Brevitas W4A8 network with a deformable layer, exported,
 compiled and run as RTL simulation on a real image, checked bit for bit)."""
 
@@ -21,7 +22,8 @@ DEFAULT_SLICE_FOLDING = REPO_ROOT / "sw" / "configs" / "slice_folding.json"
 
 def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
                   board: str | None = None, fps: float | None = None,
-                  clock_mhz: float | None = None, verilog: bool = True) -> dict:
+                  clock_mhz: float | None = None, verilog: bool = True,
+                  fifo_sizing: str = "analytical", log=print) -> dict:
     """Lower, fold, estimate, report and (optionally) emit Verilog for a QONNX model.
 
     The folding comes from ``folding_path`` (FINN JSON) or, without one, from
@@ -39,11 +41,17 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
             ``ultra96v2`` when a folding file is given.
         fps: target frames per second (only with automatic folding).
         clock_mhz: accelerator clock; default the board's ``fabric_mhz``.
-        verilog: emit ``deflow_top.v``.
+        verilog: emit ``deflow_top.v`` and ``fifo_depths.json``, the Verilog built with
+            those depths (:func:`sw.fifo_analytic.size_fifos_auto`; its figures go to
+            ``fifo_sizing.json``).
+        fifo_sizing: ``"analytical"`` (the layers' token schedules, no simulation; falls back
+            to simulation where it cannot bound a FIFO) or ``"simulation"`` (an RTL sizing run
+            on two random frames, :func:`sw.fifosizing.size_fifos`).
+        log: progress lines (the sizing method and time).
 
     Returns:
         ``{"graph", "estimates", "report" (dict), "folding" (dict), "verilog" (Path or None),
-        "out_dir"}``.
+        "fifo_depths" (dict or None), "fifo_sizing" (dict or None), "out_dir"}``.
 
     Raises:
         sw.lower.CompileError: unsupported model, bad folding, or a target no folding meets
@@ -86,17 +94,20 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
         graph.save(tmp / "hw_graph.json")
         write_text_atomic(tmp / "folding.json", json.dumps(cfg, indent=1))
         report = write_report(graph, est, b, clock, tmp, folding=cfg)
-        vpath = None
+        vpath = depths = sizing = None
         if verilog:
             from amaranth.back import verilog as amaranth_verilog
 
             from hw.top import Accelerator
+            from sw.fifo_analytic import size_fifos_auto
+            from sw.fifosizing import save_depths
 
-            top = Accelerator(graph)
+            depths, sizing = size_fifos_auto(graph, fifo_sizing, log=log)
+            top = Accelerator(graph, fifo_depths=depths)
             write_text_atomic(tmp / "deflow_top.v",
                               amaranth_verilog.convert(top, name="deflow_top", emit_src=False))
-            write_text_atomic(tmp / "fifo_depths.json",
-                              json.dumps(getattr(top, "fifo_depths", None), indent=1))
+            save_depths(top.fifo_depths, tmp / "fifo_depths.json")
+            write_text_atomic(tmp / "fifo_sizing.json", json.dumps(sizing, indent=1))
             vpath = out_dir / "deflow_top.v"
         old = None
         if out_dir.exists():
@@ -109,7 +120,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"graph": graph, "estimates": est, "report": report, "folding": cfg,
-            "verilog": vpath, "out_dir": out_dir}
+            "verilog": vpath, "fifo_depths": depths, "fifo_sizing": sizing, "out_dir": out_dir}
 
 
 def cmd_compile(args) -> int:
@@ -117,12 +128,19 @@ def cmd_compile(args) -> int:
 
     folding = Path(args.folding) if args.folding else None
     res = compile_model(Path(args.model), folding, Path(args.out), board=args.board,
-                        fps=args.fps, clock_mhz=args.clock_mhz, verilog=not args.no_verilog)
+                        fps=args.fps, clock_mhz=args.clock_mhz, verilog=not args.no_verilog,
+                        fifo_sizing=args.fifo_sizing)
     t = res["report"]["totals"]
     print(format_table(res["estimates"]))
     print(f"estimate on {res['report']['board']} at {t['clock_mhz']:g} MHz: II {t['ii_cycles']:,} cycles "
           f"(bottleneck {t['bottleneck']}), {t['fps']:.1f} fps; LUT {t['luts']:,}, DSP {t['dsps']}, "
           f"BRAM36 {t['bram36']}, URAM {t['uram']}; fits: {'yes' if res['report']['fits'] else 'NO'}")
+    fs = res["fifo_sizing"]
+    if fs:
+        model = (f", modelled frame interval {fs['model_interval']:,} cycles"
+                 if "model_interval" in fs else "")
+        print(f"FIFO depths sized by {fs['method']} in {fs['seconds']:.2f} s: "
+              f"{len(res['fifo_depths'])} FIFOs, {fs['fifo_bits']:,} bits{model}")
     files = sorted(p.name for p in Path(args.out).iterdir())
     print(f"wrote {args.out}/ ({', '.join(files)})")
     return 0
@@ -142,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--clock-mhz", type=float, default=None, help="accelerator clock (default: the board's)")
     c.add_argument("--no-verilog", action="store_true", help="skip the Verilog (estimates only)")
     c.add_argument("--out", required=True, help="output folder (replaced whole, only on success)")
+    c.add_argument("--fifo-sizing", choices=("analytical", "simulation"), default="analytical",
+                   help="FIFO depths from the layers' cycle models (default, seconds) or by an "
+                   "RTL simulation (minutes)")
     c.set_defaults(func=cmd_compile)
     from sw.bitstream import add_bitstream_parser
     from sw.demo import add_demo_parser
+    from sw.folder_sim import add_simulate_parser
 
     add_demo_parser(sub)
+    add_simulate_parser(sub)
     add_bitstream_parser(sub)
     args = p.parse_args(argv)
     try:

@@ -79,8 +79,15 @@ def test_existing_out_is_replaced_only_on_success(slice_onnx, tmp_path):
 def test_folding_file_with_verilog(slice_onnx, tmp_path):
     out = tmp_path / "v"
     assert main(["compile", str(slice_onnx), "--folding", str(DEFAULT_SLICE_FOLDING), "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == REPORT | {"deflow_top.v", "fifo_depths.json"}
+    assert {p.name for p in out.iterdir()} == REPORT | {"deflow_top.v", "fifo_depths.json",
+                                                         "fifo_sizing.json"}
     assert "module deflow_top" in (out / "deflow_top.v").read_text()
+    # every inter-layer FIFO sized analytically (sw.fifo_analytic), the offsets FIFO of the
+    # deformable sampler's reconvergent path deeper than the default 2
+    depths = json.loads((out / "fifo_depths.json").read_text())
+    sizing = json.loads((out / "fifo_sizing.json").read_text())
+    assert sizing["method"] == "analytical" and sizing["model_interval"] == 9216
+    assert depths["Quant_10_int"] == 191 and len(depths) == 20 and min(depths.values()) >= 2
     cfg = json.loads(DEFAULT_SLICE_FOLDING.read_text())
     rep = json.loads((out / "estimates.json").read_text())
     assert rep["board"] == "ultra96v2" and rep["folding_config"] == cfg
