@@ -23,7 +23,8 @@ DEFAULT_SLICE_FOLDING = REPO_ROOT / "sw" / "configs" / "slice_folding.json"
 def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
                   board: str | None = None, fps: float | None = None,
                   clock_mhz: float | None = None, verilog: bool = True,
-                  fifo_sizing: str = "analytical", log=print) -> dict:
+                  fifo_sizing: str = "analytical", log=print, frontend: str = "auto",
+                  input_scale: float | str = "auto") -> dict:
     """Lower, fold, estimate, report and (optionally) emit Verilog for a QONNX model.
 
     The folding comes from ``folding_path`` (FINN JSON) or, without one, from
@@ -65,7 +66,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     from sw.estimate import estimate
     from sw.folding import apply_folding, load_folding
     from sw.hwgraph import write_text_atomic
-    from sw.lower import lower_qonnx
+    from sw.frontend import finn_folding_to_deflow, lower_model
     from sw.report import write_report
 
     if folding_path is None and board is None:
@@ -79,9 +80,14 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
         raise FileNotFoundError(f"model {onnx_path} does not exist")
     b = get_board(board or "ultra96v2")
     clock = float(clock_mhz or b.fabric_mhz)
-    lowered = lower_qonnx(onnx_path)
+    front = lower_model(onnx_path, frontend, input_scale)
+    lowered = front.graph
     if folding_path is not None:
         cfg = load_folding(folding_path)
+        if front.frontend == "finn":
+            cfg = finn_folding_to_deflow(cfg, lowered)
+    elif front.folding:  # an ONNX that FINN lowered and folded: keep its PE/SIMD
+        cfg = finn_folding_to_deflow(front.folding, lowered)
     else:
         cfg = choose_folding(lowered, b, target_fps=fps, clock_mhz=clock)
     graph = apply_folding(lowered, cfg)
@@ -92,6 +98,8 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial.", dir=out_dir.parent))
     try:
         graph.save(tmp / "hw_graph.json")
+        for name, data in front.files.items():
+            (tmp / name).write_bytes(data)
         write_text_atomic(tmp / "folding.json", json.dumps(cfg, indent=1))
         report = write_report(graph, est, b, clock, tmp, folding=cfg)
         vpath = depths = sizing = None
@@ -119,8 +127,23 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"graph": graph, "estimates": est, "report": report, "folding": cfg,
+    return {"graph": graph, "estimates": est, "report": report, "folding": cfg, "lowered": front,
             "verilog": vpath, "fifo_depths": depths, "fifo_sizing": sizing, "out_dir": out_dir}
+
+
+def _scale_arg(text: str) -> float | str:
+    """``auto``, a number, or a fraction such as ``1/255``."""
+    if text == "auto":
+        return text
+    try:
+        num, _, den = text.partition("/")
+        value = float(num) / (float(den) if den else 1.0)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"--input-scale must be auto, a number or a fraction like 1/255, "
+                         f"got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"--input-scale must be positive, got {text!r}")
+    return value
 
 
 def cmd_compile(args) -> int:
@@ -129,7 +152,8 @@ def cmd_compile(args) -> int:
     folding = Path(args.folding) if args.folding else None
     res = compile_model(Path(args.model), folding, Path(args.out), board=args.board,
                         fps=args.fps, clock_mhz=args.clock_mhz, verilog=not args.no_verilog,
-                        fifo_sizing=args.fifo_sizing)
+                        fifo_sizing=args.fifo_sizing, frontend=args.frontend,
+                        input_scale=_scale_arg(args.input_scale))
     t = res["report"]["totals"]
     print(format_table(res["estimates"]))
     print(f"estimate on {res['report']['board']} at {t['clock_mhz']:g} MHz: II {t['ii_cycles']:,} cycles "
@@ -160,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--clock-mhz", type=float, default=None, help="accelerator clock (default: the board's)")
     c.add_argument("--no-verilog", action="store_true", help="skip the Verilog (estimates only)")
     c.add_argument("--out", required=True, help="output folder (replaced whole, only on success)")
+    c.add_argument("--frontend", choices=("auto", "finn", "deflow"), default="auto",
+                   help="FINN's transformations (finn) or deflow's streamliner (deflow); auto: "
+                   "deflow for graphs with the deformable sampler or channel shuffle, else finn")
+    c.add_argument("--input-scale", default="auto",
+                   help="the model's input is pixels (0..255) times this; auto: 1 when the "
+                   "input quantiser has scale 1, else 1/255 (images in [0, 1))")
     c.add_argument("--fifo-sizing", choices=("analytical", "simulation"), default="analytical",
                    help="FIFO depths from the layers' cycle models (default, seconds) or by an "
                    "RTL simulation (minutes)")

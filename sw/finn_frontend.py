@@ -47,6 +47,8 @@ __all__ = ["FinnLowering", "finn_lower", "finn_partition", "HW_DOMAIN", "host_in
            "is_hw_node", "hw_op_type"]
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
+# what the host may apply to the accelerator's output: layout and per-channel dequantisation
+HOST_EPILOGUE_OPS = ("Transpose", "Reshape", "Flatten", "Mul", "Div", "Add", "Sub")
 
 
 @dataclass
@@ -311,6 +313,12 @@ def finn_partition(model: ModelWrapper, input_scale: float) -> FinnLowering:
     for n in prologue:
         if n.op_type != "Transpose":
             raise CompileError(_not_hw_message(model, n))
+    for n in epilogue:
+        if n.op_type not in HOST_EPILOGUE_OPS:
+            hint = _NOT_HW_HINT.get(n.op_type, "no FINN hardware layer covers this op")
+            raise CompileError(f"node {n.name!r} ({n.op_type}) after the last hardware layer: "
+                               f"{hint}; rule: only the output's dequantisation "
+                               f"({', '.join(HOST_EPILOGUE_OPS)}) is left to the host")
     first, last = nodes[lo], nodes[hi]
     din = first.input[0]
     dout = last.output[0]
@@ -328,7 +336,8 @@ _NOT_HW_HINT = {
     "Mul": "a float scale left between two integer layers (unequal scales that no threshold "
            "absorbed)",
     "Add": "a float bias or an add of tensors FINN could not make integer",
-    "Softmax": "a Softmax: no hardware layer computes it; run it on the host after the model",
+    "Softmax": "no hardware layer computes a Softmax; export the model without it and apply it "
+               "to the accelerator's output on the host",
 }
 
 
