@@ -311,7 +311,10 @@ def line_buffer_schedule(arrivals, *, height: int, row_beats: int, rows: int,
             q = len(done)
             s = done[q - 1] + 1 if q else _NEG
             if q >= rows:
-                s = max(s, freed_at.get(q - rows, last_issue) + 1)
+                # a row freed by the output row change being modelled now (or by the stream's
+                # last output row): no next row's inputs are complete yet, so the reader frees
+                # it in the cycle after its last beat
+                s = max(s, freed_at.get(q - rows, last_issue + 1) + 1)
                 start_w[q] = s
             done.append(int(max(s, bound[q]) + row_beats - 1))
         return done[r]

@@ -8,7 +8,8 @@ CoDeNet's published points).
 What is measured and what is projected:
 
 * **measured** here, in this run: RTL cycles (cocotb + Verilator simulation of the generated
-  accelerator, FIFO depths sized by :func:`sw.fifosizing.size_fifos`): the frame interval
+  accelerator, FIFO depths sized analytically by :func:`sw.fifo_analytic.size_fifos_analytic`,
+  or by simulation with ``--fifo-sizing simulation``): the frame interval
   (tlast to tlast of the last, steady-state frame) and every MVAU/VVAU's MAC-busy cycles in that
   frame (the instrumented top level's counters); Yosys ``synth_xilinx`` primitive counts
   (:mod:`sw.resources`); VOC6 mAP50 on our VOC2012 ``val`` split (or a prefix of it); tool
@@ -232,14 +233,19 @@ def simulation_folding(graph, fps: float, clock_mhz: float) -> tuple[str, dict]:
 
 
 def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = None,
-                    harness: str = "native", progress=None) -> dict:
-    """FIFO sizing by simulation, then the sized design on ``frames``; measured figures.
+                    harness: str = "native", progress=None,
+                    fifo_sizing: str = "analytical") -> dict:
+    """FIFO sizing (``fifo_sizing``: ``"analytical"``, :func:`sw.fifo_analytic.size_fifos_analytic`
+    from the layers' cycle models, falling back to simulation where it cannot bound a FIFO;
+    or ``"simulation"``, a sizing run), then the sized design on ``frames``; measured figures.
 
     Returns:
         ``{"cycles_per_frame", "steady_frame" (index: the second-to-last frame of three or
         more, else the last), "frame_interval" (its cycles, tlast to tlast), "mismatches",
         "bit_exact", "mac_busy" (per layer, MAC-busy cycles over the whole run / frames: each
-        layer's cycles per frame), "mac_busy_per_frame" (in each frame interval), "fifo_depths", "sizing_s", "verilator_build_s",
+        layer's cycles per frame), "mac_busy_per_frame" (in each frame interval), "fifo_depths",
+        "fifo_bits", "sizing_method", "sizing_s", "model_interval" (analytical: the model's
+        frame interval, cycles), "verilator_build_s",
         "sim_s", "sim_cycles_per_s", "harness"}``. ``harness``: :func:`sw.rtlsim.simulate`'s
         (``native``: the C++ testbench, default; ``cocotb``). Build time: Verilog emission +
         Verilator + C++ (0 if cached), measured by the native harness, with cocotb from the
@@ -257,14 +263,26 @@ def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = N
     from sw.estimate import bottleneck, estimate
     from sw.fifosizing import MIN_DEPTH, SLACK, FifoSizingError, sizing_depths
 
+    from sw.fifo_analytic import AnalyticSizingError, fifo_bits, size_fifos_analytic
+
     ii = bottleneck(estimate(graph)).cycles
-    try:
-        sizing = simulate(graph, frames[:2], fifo_depths=sizing_depths(graph), instrument=True,
-                          build_root=build_root, watchdog_cycles=max(20_000, 2 * ii),
-                          harness=harness, progress=progress)
-    except AssertionError as exc:
-        raise FifoSizingError(f"FIFO sizing simulation failed: {exc}") from exc
-    depths = {t: max(MIN_DEPTH, int(v) + SLACK) for t, v in sizing.fifo_max.items()}
+    method, model_interval, fallback = fifo_sizing, None, None
+    if fifo_sizing == "analytical":
+        try:
+            res = size_fifos_analytic(graph)
+            depths, model_interval = res.depths, res.interval
+        except AnalyticSizingError as exc:
+            method, fallback = "simulation", str(exc)
+    elif fifo_sizing != "simulation":
+        raise ValueError(f"fifo_sizing must be 'analytical' or 'simulation', got {fifo_sizing!r}")
+    if method == "simulation":
+        try:
+            sizing = simulate(graph, frames[:2], fifo_depths=sizing_depths(graph), instrument=True,
+                              build_root=build_root, watchdog_cycles=max(20_000, 2 * ii),
+                              harness=harness, progress=progress)
+        except AssertionError as exc:
+            raise FifoSizingError(f"FIFO sizing simulation failed: {exc}") from exc
+        depths = {t: max(MIN_DEPTH, int(v) + SLACK) for t, v in sizing.fifo_max.items()}
     t_size = time.time() - t0
     t1 = time.time()
     run = simulate(graph, frames, fifo_depths=depths, instrument=True, build_root=build_root,
@@ -289,7 +307,9 @@ def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = N
             "mac_busy": {k2: round(sum(f[k2] for f in run.mac_busy) / len(run.mac_busy), 1)
                          for k2 in (run.mac_busy[0] if run.mac_busy else {})},
             "mac_busy_per_frame": [{k2: int(v) for k2, v in f.items()} for f in run.mac_busy],
-            "fifo_depths": depths, "sizing_s": round(t_size, 1), "sized_run_s": round(t_total, 1),
+            "fifo_depths": depths, "fifo_bits": fifo_bits(graph, depths), "sizing_method": method,
+            "sizing_fallback": fallback, "model_interval": model_interval,
+            "sizing_s": round(t_size, 3), "sized_run_s": round(t_total, 1),
             "verilator_build_s": round(build_s, 1), "sim_s": round(sim_s, 1),
             "sim_cycles_per_s": round(sum(cyc) / sim_s, 1), "harness": harness}
 
@@ -538,7 +558,12 @@ def format_markdown(r: dict) -> str:
               f"Measured cycles per frame {m['cycles_per_frame']} (first includes pipeline fill), steady-state "
               f"interval (frame {m.get('steady_frame')}) {m['frame_interval']:,} vs expected II {s['expected_ii']:,} ({s['bottleneck']}); "
               f"projected {r['clock_mhz'] * 1e6 / m['frame_interval']:,.1f} fps from the measured interval. "
-              f"Bit-exact with the golden model: {m['bit_exact']} (mismatches {m['mismatches']}).", "",
+              f"Bit-exact with the golden model: {m['bit_exact']} (mismatches {m['mismatches']}). "
+              f"FIFO depths sized by {m.get('sizing_method', 'simulation')} in {m['sizing_s']:,.2f} s"
+              + (f", {m['fifo_bits']:,} bits of FIFO" if m.get("fifo_bits") else "")
+              + (f", modelled interval {m['model_interval']:,}" if m.get("model_interval") else "")
+              + (f" (analysis gave up: {m['sizing_fallback']})" if m.get("sizing_fallback") else "")
+              + ".", "",
               "| layer | op | PE | SIMD | expected cycles (computed) | RTL MAC-busy cycles (measured) "
               "| ideal MACs/(PE*SIMD) (computed) | utilisation busy/interval |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -747,6 +772,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="configs whose slowest layers run alone in RTL on full frames (codenet256: "
                    "the target design; others: their fastest Ultra96-V2 folding)")
     p.add_argument("--layer-sim-top", type=int, default=2, help="slowest layers per design")
+    p.add_argument("--fifo-sizing", choices=("analytical", "simulation"), default="analytical",
+                   help="FIFO depths of the simulated designs from the layers' cycle models "
+                   "(default, seconds) or by a sizing simulation (minutes to an hour)")
     p.add_argument("--val-images", type=int, default=None, help="images for float/W4A8 mAP "
                    f"(default {FULL_VAL_IMAGES}, --quick {QUICK_VAL_IMAGES})")
     p.add_argument("--golden-images", type=int, default=None, help="images for the golden-model "
@@ -942,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_description(f"{name}: RTL simulation, {cycles / 1e6:.0f} M cycles, "
                                 f"{frames_done} frames out")
         try:
-            m = simulate_config(g, frames, progress=sim_progress)
+            m = simulate_config(g, frames, progress=sim_progress, fifo_sizing=a.fifo_sizing)
         except Exception as exc:
             R["rtl"][name] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
         else:
@@ -951,7 +979,8 @@ def main(argv: list[str] | None = None) -> int:
                               "expected_ii": bn.cycles, "bottleneck": bn.name,
                               "folding": cfg, "measured": m,
                               "layers": layer_rows(g, est, m["mac_busy"], m["frame_interval"])}
-            R["tools"][name].update(fifo_sizing_run_s=m["sizing_s"], verilator_build_s=m["verilator_build_s"],
+            R["tools"][name].update(fifo_sizing_s=m["sizing_s"], fifo_sizing_method=m["sizing_method"],
+                                    verilator_build_s=m["verilator_build_s"],
                                     rtl_sim_s=m["sim_s"], rtl_sim_cycles_per_s=m["sim_cycles_per_s"])
             plot_layers(R["rtl"][name], name, out / f"layers_{name}.png")
         bar.update(1)

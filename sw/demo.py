@@ -11,8 +11,10 @@ Steps (each printed as it runs):
 3. compile: lower to hardware layers, fold for ``--board`` at ``--fps`` (default a folding
    whose RTL simulation stays quick) and estimate cycles and resources;
 4. golden integer model on every image, and its distance to the Brevitas float model;
-5. the accelerator: RTL simulation (``--backend sim``: FIFO depths sized by simulation once and
-   cached, then the frames streamed through the driver's simulation backend) or the board
+5. the accelerator: RTL simulation (``--backend sim``: FIFO depths sized analytically from the
+   layers' cycle models, :mod:`sw.fifo_analytic`, in seconds, or with ``--fifo-sizing
+   simulation`` by a sizing simulation cached per graph structure; then the frames streamed
+   through the driver's simulation backend) or the board
    (``--backend pynq`` with ``--bitfile``); every output value compared with the golden model;
 6. CenterNet decode of the accelerator's output (dequantised per channel), boxes drawn on the
    images, and ``report.md`` / ``report.json``: detections, bit-exactness, measured and
@@ -283,23 +285,34 @@ def _run_backend(args, graph, images, out: Path, clock: float):
         drv.close()
         return list(y), c
     from sw.driver import AcceleratorDriver, SimBackend
-    from sw.fifosizing import load_depths, save_depths, size_fifos
+    from sw.fifo_analytic import size_fifos_auto
+    from sw.fifosizing import load_depths, save_depths
 
+    method = getattr(args, "fifo_sizing", "analytical")
+    # a simulation sizing is cached per graph structure; the analytical one takes seconds
     depth_file = out / "cache" / f"fifo_depths_{structure_key(graph)}.json"
-    if depth_file.exists():
+    if method == "simulation" and depth_file.exists():
         depths = load_depths(depth_file)
+        sizing = {"method": "simulation (cached)", "seconds": 0.0}
         print(f"      FIFO depths from {depth_file.name} (sized by simulation earlier)")
     else:
-        print("      sizing FIFOs by simulation (once per compiled graph) ...")
-        depths = size_fifos(graph, images[:2])
-        save_depths(depths, depth_file)
+        print(f"      sizing FIFOs ({method}) ...")
+        depths, sizing = size_fifos_auto(graph, method, frames=images[:2],
+                                         log=lambda line: print(f"      {line}"))
+        if sizing["method"] == "simulation":
+            save_depths(depths, depth_file)
+        model = (f", modelled frame interval {sizing['model_interval']:,} cycles"
+                 if "model_interval" in sizing else "")
+        print(f"      FIFO depths sized by {sizing['method']} in {sizing['seconds']:.2f} s: "
+              f"{len(depths)} FIFOs, {sizing['fifo_bits']:,} bits{model}")
     print("      streaming the frames through the driver's RTL simulation backend ...")
     with AcceleratorDriver(SimBackend(graph, fifo_depths=depths, clock_mhz=clock)) as drv:
         y = drv.infer(np.stack(images))
         c = drv.counters()
     counters = {"frames": c["frames"], "total_cycles": c["cycles"],
                 "steady_cycles": c["last_frame_cycles"] if len(images) > 1 else None,
-                "cycles_first": None if len(images) > 1 else c["cycles"]}
+                "cycles_first": None if len(images) > 1 else c["cycles"],
+                "fifo_sizing": sizing}
     print(f"      counters: {c['frames']} frames, {c['cycles']} cycles in all, last frame "
           f"interval {c['last_frame_cycles']} cycles")
     return list(y), counters
@@ -339,6 +352,10 @@ def _report_md(r: dict) -> str:
         f"{m.get('frames')} frames in all; steady-state frame interval (LAST_FRAME_CYCLES) "
         f"{m.get('steady_cycles')}; expected II {c['expected_ii']} (bottleneck {c['bottleneck']})",
     ]
+    fs = m.get("fifo_sizing")
+    if fs:
+        lines.append(f"- FIFO depths sized by {fs['method']} in {fs['seconds']:.2f} s"
+                     + (f" ({fs['fifo_bits']:,} bits of FIFO)" if "fifo_bits" in fs else ""))
     f = r["fps_projected_at_clock"]
     lines.append(f"- projected frames/s at {r['clock_mhz']:g} MHz on {r['board']}: "
                  + (f"{f['from_measured_cycles']:.0f} from measured cycles, " if f["from_measured_cycles"] else "")
@@ -381,5 +398,7 @@ def add_demo_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--score", type=float, default=0.3, help="score threshold for drawing/report")
     d.add_argument("--out", default=str(REPO_ROOT / "build" / "demo"))
     d.add_argument("--waves", action="store_true", help="write a VCD waveform")
+    d.add_argument("--fifo-sizing", choices=("analytical", "simulation"), default="analytical",
+                   help="FIFO depths from the layers' cycle models (default) or by simulation")
     d.set_defaults(func=run_demo)
     return d

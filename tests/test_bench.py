@@ -69,6 +69,9 @@ def test_rtl_layers_match_estimates_and_measurements(quick):
     assert m["bit_exact"] and m["mismatches"] == [0, 0, 0] and len(m["cycles_per_frame"]) == 3
     assert m["harness"] == "native" and s["design"] == "simulation"
     assert m["steady_frame"] == 1 and m["frame_interval"] == m["cycles_per_frame"][1] > 0
+    # FIFOs sized analytically (sw.fifo_analytic): the RTL runs at the modelled interval
+    assert m["sizing_method"] == "analytical" and m["sizing_fallback"] is None
+    assert m["model_interval"] == m["frame_interval"] and m["fifo_bits"] > 0
     # the pipeline cannot beat its slowest layer's stall-free MAC count
     assert m["frame_interval"] >= max(l["ideal_cycles"] or 0 for l in s["layers"])
     assert [l["name"] for l in s["layers"]] == [e.name for e in est]
