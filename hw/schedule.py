@@ -90,7 +90,8 @@ def vvau_schedule(arrivals, *, kernel_elems: int, latency: int = 3):
 
 
 def requant_schedule(arrivals, *, latency: int = 3):
-    """:class:`hw.requant.Requantizer`: one beat per cycle, ``latency + 2`` cycles through."""
+    """:class:`hw.requant.Requantizer` (latency 3) and :class:`hw.thresholding.Thresholding`
+    (latency = its search stages): one beat per cycle, ``latency + 2`` cycles through."""
     return credited_schedule(arrivals, group=1, latency=latency)
 
 

@@ -125,7 +125,7 @@ def layer_schedule(graph: HWGraph, layer: HWLayer, arrivals: list[np.ndarray], f
     if op == "VVAU":
         c, p = S.vvau_schedule(a0, kernel_elems=comp.kernel_elems, latency=comp.latency)
         return [c], [p]
-    if op == "Requant":
+    if op in ("Requant", "Thresholding"):  # one beat in, one out, behind CreditedOutput
         c, p = S.requant_schedule(a0, latency=comp.latency)
         return [c], [p]
     if op == "MaxPool":

@@ -14,6 +14,10 @@ depths are measured rather than derived:
 
 The sized design is then simulated again by the caller (tests, demo, benchmark) to check that
 it reaches the bottleneck layer's initiation interval and stays bit-exact.
+
+``deflow compile``, ``make demo`` and ``make bench`` size FIFOs analytically by default
+(:mod:`sw.fifo_analytic`: the same peak levels from the layers' token schedules, without a
+simulation); this module is their ``--fifo-sizing simulation`` and the analysis's fallback.
 """
 
 from __future__ import annotations

@@ -76,6 +76,13 @@ def test_channel_op_schedules_reproduce_their_expected_cycles():
         _, p = S.upsample_schedule(z(comp.frame_in_beats), height=h, row_beats=comp.row_words,
                                    factor=f)
         assert p[-1] + 1 == comp.expected_cycles() and p.size == comp.frame_out_beats
+    from hw.thresholding import Thresholding
+
+    thr = np.sort(np.random.default_rng(0).integers(-100, 100, size=(4, 7)), axis=1)
+    comp = Thresholding(thresholds=thr, channels=4, lanes=2, in_bits=10, in_signed=True,
+                        out_bits=3, out_signed=False)
+    _, p = S.requant_schedule(z(px * 2), latency=comp.latency)
+    assert p[-1] + 1 == comp.expected_cycles(px)
     for i, o in [(4, 2), (2, 4), (3, 3)]:
         comp = StreamWidthConverter(in_lanes=i, out_lanes=o, bits=8)
         _, p = S.width_converter_schedule(z(24), in_lanes=i, out_lanes=o)
