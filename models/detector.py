@@ -11,6 +11,7 @@ of every config lowers to hardware layers::
             then split/concat/shuffle stride-1 units (Ma et al., ECCV'18, fig. 3 c, d)
     decoder three blocks {1x1 conv, BN, ReLU -> deformable depthwise 3x3, BN, ReLU ->
             nearest 2x upsample} (CoDeNet, FPGA'21, fig. 2), back to output stride 4
+    refine  (``head_form="dw3x3"`` only) depthwise 3x3 conv, BN, QuantReLU at output stride 4
     head    one QuantConv2d(D -> 24, k1, bias) -> QuantIdentity int8 with per-channel scale:
             channels 0..19 heatmap logits (VOC classes), 20..21 box size (w, h), 22..23 centre
             offset (x, y), all in output-grid units (CenterNet, Zhou et al. 2019)
@@ -30,6 +31,14 @@ Concat inputs: each ShuffleNetV2 unit owns one output activation quantizer (``ou
 ``QuantReLU``) applied to both concat inputs: the last conv of the branch(es) and, in a stride-1
 unit, the passthrough half (already unsigned, so the ReLU is a no-op there and the quantizer
 re-quantises it; it lowers to a ``Requant`` layer).
+
+Head forms (``head_form``): ``"upsampled"`` (default; the form of every checkpoint written
+before head forms existed): the 1x1 head reads the last nearest 2x upsample directly, so every
+2x2 block of the stride-4 output is equal and boxes fall on a stride-8 grid. ``"dw3x3"``: a
+depthwise 3x3 conv (4-bit weights) + BN + uint8 QuantReLU after the last upsample, so the head
+output differs pixel by pixel at stride 4 (it lowers to a sliding window + VVAU + Requant like the
+backbone's depthwise convs). The refine block adds ``9 * D`` weights and ``(S/4)^2 * 9 * D`` MACs
+(small: 432 weights, 0.44 M MACs).
 
 Decoder forms (``decoder_form``): ``"rounded"`` (default, the DESIGN.md hardware form: one
 integer offset in [0, 7] per pixel from a 3-bit unsigned ``QuantReLU`` with scale 1.0, then
@@ -60,6 +69,7 @@ HEAD_CHANNELS = NUM_CLASSES + 4  # heat(20) | wh(2) | reg(2)
 OUTPUT_STRIDE = 4
 DECODER_FORMS = ("plain", "full", "depthwise", "bounded", "square", "rounded")
 HW_DECODER_FORMS = ("plain", "rounded")
+HEAD_FORMS = ("upsampled", "dw3x3")
 HEAT_PRIOR_BIAS = -2.19  # CenterNet: sigmoid(-2.19) = 0.1 initial heat (focal-loss prior)
 
 
@@ -230,14 +240,18 @@ class Detector(nn.Module):
     """CoDeNet-style detector (module docstring). ``forward(x)``: raw pixels float
     ``[N, 3, S, S]`` (0..255) -> dequantised head output ``[N, 24, S/4, S/4]``."""
 
-    def __init__(self, config: str, quant: bool = True, decoder_form: str = "rounded"):
+    def __init__(self, config: str, quant: bool = True, decoder_form: str = "rounded",
+                 head_form: str = "upsampled"):
         super().__init__()
+        if head_form not in HEAD_FORMS:
+            raise ValueError(f"unknown head_form {head_form!r}; known: {HEAD_FORMS}")
         if config not in CONFIGS:
             raise ValueError(f"unknown detector config {config!r}; known: {sorted(CONFIGS)}")
         if decoder_form not in DECODER_FORMS:
             raise ValueError(f"unknown decoder_form {decoder_form!r}; known: {DECODER_FORMS}")
         cfg = CONFIGS[config]
         self.config_name, self.cfg, self.quant, self.decoder_form = config, cfg, quant, decoder_form
+        self.head_form = head_form
         self.inp = QuantIdentity(act_quant=PixelQuant) if quant else nn.Identity()
         if cfg.stem_stride == 4:
             self.stem = ConvBNAct(quant, 3, cfg.stem_channels, 5, 4, weight_bits=8)
@@ -259,6 +273,9 @@ class Detector(nn.Module):
             dec.append(DecoderBlock(quant, cin, cout, decoder_form))
             cin = cout
         self.decoder = nn.Sequential(*dec)
+        # stride-4 refine block (no tensors in the "upsampled" form: old checkpoints still load)
+        self.refine = (ConvBNAct(quant, cin, cin, 3, groups=cin) if head_form == "dw3x3"
+                       else nn.Identity())
         self.head = _conv(quant, cin, HEAD_CHANNELS, 1, bias=True)
         self.out_q = (QuantIdentity(act_quant=Int8ActPerChannelFloat,
                                     per_channel_broadcastable_shape=(1, HEAD_CHANNELS, 1, 1))
@@ -277,18 +294,19 @@ class Detector(nn.Module):
 
     def forward(self, x):
         x = self.pool(self.stem(self.inp(x)))
-        x = self.decoder(self.stages(x))
+        x = self.refine(self.decoder(self.stages(x)))
         return self.out_q(self.head(x))
 
 
-def build_detector(config: str, quant: bool = True, decoder_form: str = "rounded") -> Detector:
-    """Build a detector of ``CONFIGS[config]`` (float or W4A8, decoder form), freshly
+def build_detector(config: str, quant: bool = True, decoder_form: str = "rounded",
+                   head_form: str = "upsampled") -> Detector:
+    """Build a detector of ``CONFIGS[config]`` (float or W4A8, decoder form, head form), freshly
     initialised (seed the global torch RNG first for reproducibility).
 
     Raises:
-        ValueError: unknown config or decoder form.
+        ValueError: unknown config, decoder form or head form.
     """
-    return Detector(config, quant=quant, decoder_form=decoder_form)
+    return Detector(config, quant=quant, decoder_form=decoder_form, head_form=head_form)
 
 
 def split_heads(out: torch.Tensor):
@@ -335,13 +353,14 @@ def save_checkpoint(path, model: Detector, meta: dict | None = None) -> None:
     """Write ``model`` and ``meta`` to ``path`` atomically (temp file in the same folder +
     ``os.replace``).
 
-    Stored: format tag, config name, quant, decoder_form, the state dict, and ``meta`` (free dict:
-    epoch, optimizer / scheduler state, metrics, ...).
+    Stored: format tag, config name, quant, decoder_form, head_form, the state dict, and ``meta``
+    (free dict: epoch, optimizer / scheduler state, metrics, ...).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": CKPT_FORMAT, "config": model.config_name, "quant": bool(model.quant),
-            "decoder_form": model.decoder_form, "state_dict": model.state_dict(),
+            "decoder_form": model.decoder_form, "head_form": model.head_form,
+            "state_dict": model.state_dict(),
             "meta": dict(meta or {})}
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -375,35 +394,39 @@ def read_checkpoint(path) -> dict:
 
 
 def load_checkpoint(path, expect_config: str | None = None, expect_quant: bool | None = None,
-                    expect_decoder_form: str | None = None):
+                    expect_decoder_form: str | None = None, expect_head_form: str | None = None):
     """Rebuild the model stored at ``path``.
 
     Args:
-        expect_config / expect_quant / expect_decoder_form: if given, the checkpoint must match.
+        expect_config / expect_quant / expect_decoder_form / expect_head_form: if given, the
+        checkpoint must match (a checkpoint without a ``head_form`` entry predates head forms
+        and is ``"upsampled"``).
 
     Returns:
         ``(model in eval mode, meta dict)``; ``meta`` also carries ``config``, ``quant``,
-        ``decoder_form``.
+        ``decoder_form``, ``head_form``.
 
     Raises:
         CheckpointError: missing/corrupt file, mismatched config/quant/form, or weights that do
         not fit the topology of the stored config.
     """
     blob = read_checkpoint(path)
+    blob.setdefault("head_form", "upsampled")
     for key, want in (("config", expect_config), ("quant", expect_quant),
-                      ("decoder_form", expect_decoder_form)):
+                      ("decoder_form", expect_decoder_form), ("head_form", expect_head_form)):
         if want is not None and blob[key] != want:
             raise CheckpointError(f"checkpoint {path} has {key}={blob[key]!r}, expected {want!r}")
     try:
         model = build_detector(blob["config"], quant=blob["quant"],
-                               decoder_form=blob["decoder_form"])
+                               decoder_form=blob["decoder_form"], head_form=blob["head_form"])
         model.load_state_dict(blob["state_dict"])
     except (ValueError, RuntimeError, ImportError) as e:
         raise CheckpointError(f"checkpoint {path}: cannot rebuild {blob['config']}/"
-                              f"{blob['decoder_form']}: {e}") from e
+                              f"{blob['decoder_form']}/{blob['head_form']}: {e}") from e
     model.eval()
     meta = dict(blob["meta"])
-    meta.update(config=blob["config"], quant=blob["quant"], decoder_form=blob["decoder_form"])
+    meta.update(config=blob["config"], quant=blob["quant"], decoder_form=blob["decoder_form"],
+                head_form=blob["head_form"])
     return model, meta
 
 

@@ -183,3 +183,74 @@ def test_shipped_checkpoint_accuracy_on_val(tmp_path):
     assert res["images"] == 865 and res["skipped"] == 0
     assert abs(100 * res["voc6_map50"] - 9.87) < 0.05
     assert 100 * res["per_class"]["cat"] > 15 and 100 * res["per_class"]["dog"] > 15
+
+
+# -- head forms ------------------------------------------------------------------------------
+
+def test_head_form_dw3x3_output_differs_pixel_by_pixel_at_stride_4():
+    """The "upsampled" head repeats every 2x2 block of the stride-4 output (the nearest 2x
+    upsample feeds a 1x1 conv); the "dw3x3" refine block breaks the repetition."""
+    x = torch.rand(1, 3, 128, 128) * 255
+    outs = {}
+    for form in ("upsampled", "dw3x3"):
+        torch.manual_seed(0)
+        m = build_detector("small", quant=False, head_form=form).eval()
+        with torch.no_grad():
+            outs[form] = m(x)
+    up, dw = outs["upsampled"], outs["dw3x3"]
+    assert torch.equal(up[..., 0::2, 0::2], up[..., 1::2, 1::2])
+    assert torch.equal(up[..., 0::2, 0::2], up[..., 0::2, 1::2])
+    same = (dw[..., 0::2, 0::2] == dw[..., 1::2, 1::2]).float().mean().item()
+    # 4.3% on this seed: pixels where the refine ReLU is 0 on all channels (head = its bias)
+    assert same < 0.1
+    m = build_detector("small", quant=False, head_form="dw3x3")
+    up_m = build_detector("small", quant=False)
+    # 48 depthwise 3x3 weights + BN (weight, bias) per channel
+    assert sum(p.numel() for p in m.parameters()) - sum(p.numel() for p in up_m.parameters()) \
+        == 48 * 9 + 2 * 48
+    assert count_macs(m) - count_macs(up_m) == 32 * 32 * 48 * 9
+    with pytest.raises(ValueError, match="unknown head_form 'dw5x5'"):
+        build_detector("small", head_form="dw5x5")
+
+
+def test_head_form_round_trips_and_old_checkpoints_load_as_upsampled(tmp_path):
+    torch.manual_seed(0)
+    m = build_detector("small", quant=False, head_form="dw3x3")
+    save_checkpoint(tmp_path / "dw.pt", m)
+    m2, meta = load_checkpoint(tmp_path / "dw.pt", expect_head_form="dw3x3")
+    assert meta["head_form"] == "dw3x3" and isinstance(m2.refine, nn.Sequential)
+    with pytest.raises(CheckpointError, match="head_form='dw3x3', expected 'upsampled'"):
+        load_checkpoint(tmp_path / "dw.pt", expect_head_form="upsampled")
+    # a checkpoint written before head forms existed has no "head_form" entry
+    blob = torch.load(tmp_path / "dw.pt", weights_only=False)
+    old = build_detector("small", quant=False)
+    blob.pop("head_form")
+    blob["state_dict"] = old.state_dict()
+    torch.save(blob, tmp_path / "old.pt")
+    m3, meta3 = load_checkpoint(tmp_path / "old.pt", expect_head_form="upsampled")
+    assert meta3["head_form"] == "upsampled" and isinstance(m3.refine, nn.Identity)
+
+
+def test_head_form_dw3x3_lowers_and_the_golden_model_tracks_brevitas(tmp_path):
+    """The refine block lowers to SlidingWindow + VVAU + Requant between the last Upsample and
+    the head MVAU; the integer golden model stays within a few LSB of Brevitas (measured on
+    this seed: 89.7% equal, max 6 LSB; the "upsampled" form measures 89.3%, max 8)."""
+    from brevitas.graph.calibrate import calibration_mode
+
+    from models.data import sample_images
+    from models.export import export_qonnx
+    from sw.execute import compare_with_brevitas
+    from sw.lower import lower_qonnx
+
+    torch.manual_seed(0)
+    m = build_detector("small", head_form="dw3x3").eval()
+    calib = torch.tensor(sample_images(8, 128, split="train")).permute(0, 3, 1, 2).float()
+    with torch.no_grad(), calibration_mode(m):
+        m(calib)
+    m.eval()
+    export_qonnx(m, tmp_path / "s.onnx", input_shape=(1, 3, 128, 128))
+    g = lower_qonnx(tmp_path / "s.onnx")
+    assert [l.op for l in g.layers][-6:] == ["Upsample", "SlidingWindow", "VVAU", "Requant",
+                                             "MVAU", "Requant"]
+    res = compare_with_brevitas(m, g, sample_images(2, 128, split="val"))
+    assert res["max_lsb"] <= 8 and res["share_equal"] > 0.85

@@ -79,3 +79,104 @@ def test_train_cli_errors_are_clear(tmp_path, capsys):
     voc = make_voc(tmp_path / "voc")
     assert train_main(["--voc-root", str(voc), "--out", str(tmp_path / "o")]) == 2
     assert "corrupt.jpg" in capsys.readouterr().err
+
+
+def test_warmup_cosine_schedule():
+    from models.train import lr_lambda
+
+    f = lr_lambda(total=100, warmup=10)
+    assert f(0) == pytest.approx(0.1) and f(5) == pytest.approx(0.55)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5 * 0.98 + 0.02)
+    assert f(100) == pytest.approx(0.02) and f(500) == pytest.approx(0.02)
+    g = lr_lambda(total=100, warmup=0)  # the schedule before warmup existed
+    assert g(0) == pytest.approx(1.0) and g(50) == pytest.approx(0.5 * 0.98 + 0.02)
+
+
+def test_model_ema_ramp_and_copy():
+    from models.train import ModelEMA
+
+    m = torch.nn.BatchNorm1d(2)
+    ema = ModelEMA(m, decay=0.5, ramp=1.0)
+    with torch.no_grad():
+        m.weight.fill_(3.0)
+    m.num_batches_tracked.fill_(7)
+    ema.update(m)
+    d = 0.5 * (1 - np.exp(-1.0))  # first update's decay
+    assert torch.allclose(ema.state["weight"], torch.full((2,), d * 1.0 + (1 - d) * 3.0))
+    assert int(ema.state["num_batches_tracked"]) == 7  # integer buffers are copied
+    m2 = torch.nn.BatchNorm1d(2)
+    ema.copy_to(m2)
+    assert torch.equal(m2.weight, ema.state["weight"])
+    with pytest.raises(ValueError, match="decay"):
+        ModelEMA(m, decay=1.0)
+
+
+def test_init_matching_and_identity_refine_keep_the_function(tmp_path):
+    """Warm start of a dw3x3-head model from an "upsampled" checkpoint: every tensor but the
+    refine block's is loaded, and the identity-initialised refine block leaves the eval-mode
+    output unchanged (up to float rounding)."""
+    from models.detector import save_checkpoint
+    from models.train import identity_init_refine, init_matching
+
+    torch.manual_seed(0)
+    old = build_detector("small", quant=False)
+    old.train()
+    with torch.no_grad():  # non-trivial BN statistics
+        for _ in range(3):
+            old(torch.rand(4, 3, 128, 128) * 255)
+    old.eval()
+    save_checkpoint(tmp_path / "old.pt", old)
+    new = build_detector("small", quant=False, head_form="dw3x3")
+    loaded, fresh = init_matching(new, tmp_path / "old.pt")
+    assert len(loaded) == len(old.state_dict())
+    assert fresh == ["refine.0.weight", "refine.1.bias", "refine.1.num_batches_tracked",
+                     "refine.1.running_mean", "refine.1.running_var", "refine.1.weight"]
+    x = torch.rand(4, 3, 128, 128) * 255
+    identity_init_refine(new, [(x, None)], batches=1)
+    new.eval()
+    with torch.no_grad():
+        a, b = old(x), new(x)
+    assert (a - b).abs().max() < 1e-3 * a.abs().max()
+    from models.detector import CheckpointError
+    small = build_detector("small", quant=False)
+    torch.save({"format": "deflow-detector-v1", "state_dict": {"x": torch.zeros(1)}},
+               tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match="no tensor matches"):
+        init_matching(small, tmp_path / "none.pt")
+
+
+def test_train_with_ema_warmup_eval_and_dw3x3_head(tmp_path):
+    voc = make_voc(tmp_path / "voc")
+    out = tmp_path / "run"
+    args = ["--config", "small", "--head-form", "dw3x3", "--float-epochs", "2", "--epochs", "1",
+            "--batch-size", "2", "--warmup-epochs", "1", "--ema", "0.9", "--eval-every", "1",
+            "--voc-root", str(voc), "--out", str(out), "--skip-bad", "--threads", "1"]
+    assert train_main(args) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert [(r["phase"], r["epoch"]) for r in log] == [("float", 1), ("float", 2), ("w4a8", 1)]
+    assert all(0.0 <= r["val_map50"] <= 100.0 for r in log)
+    assert len((out / "train.log").read_text().splitlines()) == 3
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["head_form"] == "dw3x3" and "ema" not in last["meta"]  # EMA: float phase only
+    fm, fmeta = load_checkpoint(out / "float.pt", expect_head_form="dw3x3", expect_quant=False)
+    m, meta = load_checkpoint(out / "final.pt", expect_head_form="dw3x3", expect_quant=True)
+    assert meta["phase"] == "w4a8"
+
+
+def test_resume_restores_the_ema_state(tmp_path):
+    """last.pt carries the EMA: resuming a finished float run reproduces its EMA weights."""
+    voc = make_voc(tmp_path / "voc")
+    args = ["--config", "small", "--float", "--epochs", "2", "--batch-size", "2", "--ema", "0.9",
+            "--voc-root", str(voc), "--skip-bad", "--threads", "1"]
+    assert train_main(args + ["--out", str(tmp_path / "a")]) == 0
+    last = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    assert last["meta"]["ema"]["updates"] == 2  # 2 epochs x 1 iteration (3 images, batch 2)
+    a, _ = load_checkpoint(tmp_path / "a" / "final.pt")
+    for k, v in a.state_dict().items():  # final.pt holds the EMA weights, not the raw ones
+        assert torch.equal(v, last["meta"]["ema"]["state"][k]), k
+    assert train_main(args + ["--out", str(tmp_path / "b"),
+                              "--resume", str(tmp_path / "a" / "last.pt")]) == 0
+    b, _ = load_checkpoint(tmp_path / "b" / "final.pt")
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
