@@ -9,6 +9,11 @@ atomically: ``results.json`` (``per_class`` AP50 for the classes present, ``voc6
 ``map50_present``, counts, checkpoint meta), ``results.md`` (the same as a table) and
 ``det_<i>.png`` examples with drawn detections (score >= 0.3) and ground truth (green).
 
+Bad input: every image skipped (missing/corrupt JPEG or annotation) is named on the console
+(stderr) with the reason and listed in ``results.json`` (``skipped_images``); a split left with
+fewer than ``MIN_EVAL_IMAGES`` usable images gets a ``warning`` in ``results.json`` /
+``results.md`` and on the line that prints the figure.
+
 Decoding and AP50 are ``models.centernet``'s (CenterNet top-100 decode; pycocotools AP at IoU 0.5
 with VOC ``difficult`` objects ignored). Boxes are compared in the letterboxed network input
 frame (a uniform scale + shift of the image, which leaves IoU unchanged).
@@ -28,6 +33,38 @@ import torch
 from models.centernet import (VOC6, decode_batch, draw_detections, evaluate_ap50,
                               results_table_md)
 from models.detector import CheckpointError, load_checkpoint, split_heads
+
+# Below this many images the figure is not a measurement: VOC val has ~145 images per VOC6
+# class on average (865 images), so 100 images leave ~15 per class, where one detection moves a
+# class's AP by several points; a single image can score 100.
+MIN_EVAL_IMAGES = 100
+
+
+def report_bad_input(ds, split: str, file=None) -> dict:
+    """Name each image of ``ds`` (a ``VOCDetection`` built with ``skip_bad=True``) that was
+    skipped, with its reason, one line each on ``file`` (default stderr), and judge the split's
+    size.
+
+    Returns:
+        ``{"skipped_images": [{"id", "reason"}, ...], "warning": str | None}``; the warning is
+        set when fewer than :data:`MIN_EVAL_IMAGES` usable images remain.
+    """
+    file = file or sys.stderr
+    for image_id, reason in ds.bad:
+        print(f"skipped image {image_id} of {split}: {reason}", file=file, flush=True)
+    warning = None
+    if len(ds) < MIN_EVAL_IMAGES:
+        warning = (f"only {len(ds)} usable images in {split} ({ds.skipped} skipped): too few "
+                   f"for the figure to mean anything (< {MIN_EVAL_IMAGES})")
+    return {"skipped_images": [{"id": i, "reason": r} for i, r in ds.bad], "warning": warning}
+
+
+def _md(title: str, res: dict) -> bytes:
+    warn = f"**Warning: {res['warning']}.**\n\n" if res.get("warning") else ""
+    skipped = "".join(f"- skipped {d['id']}: {d['reason']}\n" for d in res.get("skipped_images", []))
+    if skipped:
+        skipped = "\nSkipped images:\n\n" + skipped
+    return f"# {title}\n\n{warn}{results_table_md(res)}\n{skipped}".encode()
 
 @torch.no_grad()
 def run_detection(model, dataset, batch_size: int = 32, k: int = 100, progress: bool = True):
@@ -114,17 +151,19 @@ def evaluate_checkpoint(ckpt, split: str = "val", out=None, voc_root=None, limit
     model, meta = load_checkpoint(ckpt)
     ds = VOCDetection(voc_root, split, CONFIGS[meta["config"]].input_size, train=False,
                       limit=limit, progress=progress, skip_bad=True)
+    bad = report_bad_input(ds, split)
     dets, gts = run_detection(model, ds, batch_size, progress=progress)
     res = evaluate_ap50(dets, gts)
     res.update(checkpoint=str(ckpt), split=split, images=len(ds), skipped=ds.skipped,
                config=meta["config"], quant=meta["quant"], decoder_form=meta["decoder_form"],
-               epoch=meta.get("epoch"), phase=meta.get("phase"))
+               head_form=meta.get("head_form"), epoch=meta.get("epoch"),
+               phase=meta.get("phase"), **bad)
     out = Path(out) if out else Path(ckpt).with_name(f"{Path(ckpt).stem}_{split}")
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "results.json", json.dumps(res, indent=1).encode())
     title = (f"{meta['config']} {'W4A8' if meta['quant'] else 'float'} "
              f"decoder={meta['decoder_form']} on VOC {split} ({len(ds)} images)")
-    _write_atomic(out / "results.md", f"# {title}\n\n{results_table_md(res)}\n".encode())
+    _write_atomic(out / "results.md", _md(title, res))
     for i in range(min(n_images, len(ds))):
         arr, boxes, labels, _ = ds.render(i)
         buf = io.BytesIO()
@@ -148,14 +187,15 @@ def evaluate_prior_baseline(split: str = "val", out="runs/baseline_prior", voc_r
                          progress=False, skip_bad=True)
     val = VOCDetection(voc_root, split, input_size, train=False, limit=limit, progress=False,
                        skip_bad=True)
+    bad = report_bad_input(val, split)
     res = evaluate_ap50(*prior_baseline_detections(train, val))
     res.update(baseline="prior", split=split, images=len(val), skipped=val.skipped,
-               input_size=input_size)
+               input_size=input_size, **bad)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "results.json", json.dumps(res, indent=1).encode())
     title = f"train-prior baseline (no pixels) on VOC {split} ({len(val)} images)"
-    _write_atomic(out / "results.md", f"# {title}\n\n{results_table_md(res)}\n".encode())
+    _write_atomic(out / "results.md", _md(title, res))
     return res
 
 
@@ -187,8 +227,10 @@ def main(argv=None) -> int:
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    warn = f"  WARNING: {res['warning']}" if res.get("warning") else ""
     print(f"VOC6 mAP50 {100 * res['voc6_map50']:.2f}  (mAP50 over present classes "
-          f"{100 * res['map50_present']:.2f}, {res['images']} images)")
+          f"{100 * res['map50_present']:.2f}, {res['images']} images, "
+          f"{res['skipped']} skipped){warn}")
     return 0
 
 
