@@ -110,10 +110,13 @@ def test_finn_lowered_onnx_and_folding_config_are_accepted(exports, tmp_path):
 def test_rtl_bit_exact_under_stalls(lowered, name):
     from sw.rtlsim import simulate
 
+    from sw.fifo_analytic import size_fifos_analytic
+
     lw = lowered[name]
     g = apply_folding(lw.graph, {})
+    depths = size_fifos_analytic(g).depths  # the residual and skip paths need deep FIFOs
     frames = list(_pixels(name, 2, seed=5))
-    run = simulate(g, frames, stall=0.2, backpressure=0.2, harness="native")
+    run = simulate(g, frames, stall=0.2, backpressure=0.2, harness="native", fifo_depths=depths)
     assert run.mismatches == [0, 0]
     for got, want in zip(run.outputs, run.expected):
         np.testing.assert_array_equal(got, want)
