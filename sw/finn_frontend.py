@@ -47,6 +47,8 @@ __all__ = ["FinnLowering", "finn_lower", "finn_partition", "HW_DOMAIN", "host_in
            "is_hw_node", "hw_op_type"]
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
+# deflow's own hardware-layer nodes in FINN's graph (sw.qonnx_ops)
+DEFLOW_HW_OPS = ("DeformableWindow",)
 # what the host may apply to the accelerator's output: layout and per-channel dequantisation
 HOST_EPILOGUE_OPS = ("Transpose", "Reshape", "Flatten", "Mul", "Div", "Add", "Sub")
 
@@ -97,9 +99,10 @@ class FinnLowering:
 
 
 def is_hw_node(node) -> bool:
-    """A FINN hardware-layer node: ``finn.custom_op.fpgadataflow``, or its ``.hls`` / ``.rtl``
-    specialisations (``MVAU_hls``, ``ConvolutionInputGenerator_rtl``, ...)."""
-    return node.domain == HW_DOMAIN or node.domain.startswith(HW_DOMAIN + ".")
+    """A hardware-layer node: FINN's (``finn.custom_op.fpgadataflow``, or its ``.hls`` / ``.rtl``
+    specialisations such as ``MVAU_hls``), or one of deflow's own (:data:`DEFLOW_HW_OPS`)."""
+    return (node.domain == HW_DOMAIN or node.domain.startswith(HW_DOMAIN + ".")
+            or (node.domain == "sw.qonnx_ops" and node.op_type in DEFLOW_HW_OPS))
 
 
 def hw_op_type(node) -> str:
@@ -175,9 +178,10 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
     from qonnx.transformation.infer_shapes import InferShapes
     from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 
-    from sw.finn_transforms import RescaleConcatInputs
+    from sw.finn_transforms import (LowerDeformableConv, MoveScalarMulPastDeformableSample,
+                                    RescaleConcatInputs)
 
-    moves = [RescaleConcatInputs(), MoveLinearPastFork(), MoveScalarLinearPastInvariants(),
+    moves = [RescaleConcatInputs(), MoveScalarMulPastDeformableSample(), MoveLinearPastFork(), MoveScalarLinearPastInvariants(),
              MoveMulPastMaxPool(), MoveMulPastJoinAdd(), MoveMulPastJoinConcat(),
              AbsorbTransposeIntoMultiThreshold(), AbsorbTransposeIntoResize(),
              MoveTransposePastFork(), MoveTransposePastJoinConcat(), MoveTransposePastJoinAdd(),
@@ -194,6 +198,7 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
         return model
 
     model = settle(model.transform(Streamline()))
+    model = model.transform(LowerDeformableConv())
     model = model.transform(LowerConvsToMatMul())
     model = model.transform(MakeMaxPoolNHWC())
     model = model.transform(MakeScaleResizeNHWC())

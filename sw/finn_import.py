@@ -17,6 +17,7 @@ FINN node (``finn.custom_op.fpgadataflow``)         deflow layers
 ``StreamingConcat``                                 Concat
 ``ElementwiseAdd`` of two streams                   Add
 ``DuplicateStreams``                                n - 1 two-way Duplicate layers
+``DeformableWindow`` (deflow's, ``sw.qonnx_ops``)     DeformableSampler
 ==================================================  ===========================================
 
 Integers only cross this boundary: a FINN tensor's ``DataType`` gives the stream's bits and
@@ -39,7 +40,7 @@ __all__ = ["hwgraph_from_finn", "SUPPORTED_FINN_OPS"]
 
 SUPPORTED_FINN_OPS = ("FMPadding", "ConvolutionInputGenerator", "MVAU", "VVAU", "Thresholding",
                       "Pool", "UpsampleNearestNeighbour", "StreamingConcat", "ElementwiseAdd",
-                      "DuplicateStreams")
+                      "DuplicateStreams", "DeformableWindow (deflow's)")
 
 
 class _Importer:
@@ -178,8 +179,9 @@ class _Importer:
     def op_VVAU(self, node, op) -> None:
         x = self.src(node.input[0])
         xin = self.tensors[x]
-        if xin.kind != "dwwindow":
-            raise self.fail(node, "a VVAU must read a depthwise ConvolutionInputGenerator")
+        if xin.kind not in ("dwwindow", "window9"):
+            raise self.fail(node, "a VVAU must read a depthwise ConvolutionInputGenerator or a "
+                                  "DeformableWindow")
         w, wdt = self._weights(node, op)
         c = w.shape[0]
         kk = int(np.prod(w.shape[1:]))
@@ -261,6 +263,19 @@ class _Importer:
         self.add("Add", node, ins, [out],
                  dict(out_bits=info.bits, channels=a.shape[2], pixels=a.shape[0] * a.shape[1],
                       signed=info.signed))
+
+    def op_DeformableWindow(self, node, op) -> None:
+        x, off = (self.src(t) for t in node.input)
+        xin, oin = self.tensors[x], self.tensors[off]
+        if oin.signed or oin.shape != (*xin.shape[:2], 1):
+            raise self.fail(node, f"offsets {oin.shape} must be one unsigned channel of the "
+                                  f"features' size {xin.shape[:2]}")
+        h, w, c = xin.shape
+        out = node.output[0]
+        self.tensors[out] = TensorInfo(out, (h, w, 9 * c), xin.bits, xin.signed, None, "window9")
+        self.add("DeformableSampler", node, [x, off], [out],
+                 dict(ifm_dim=(h, w), channels=c, max_offset=int(op.get_nodeattr("max_offset")),
+                      bits=xin.bits, offset_bits=oin.bits))
 
     def op_DuplicateStreams(self, node, op) -> None:
         # deflow fans a stream out with its own two-way duplicators (_insert_duplicates)

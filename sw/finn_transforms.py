@@ -8,7 +8,8 @@ from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.transformation.base import Transformation
 
-__all__ = ["RescaleConcatInputs", "rescale_thresholds"]
+__all__ = ["RescaleConcatInputs", "LowerDeformableConv", "MoveScalarMulPastDeformableSample",
+           "rescale_thresholds"]
 
 
 def rescale_thresholds(lo: int, hi: int, ratio: float) -> tuple[np.ndarray, int]:
@@ -73,3 +74,97 @@ class RescaleConcatInputs(Transformation):
                 model.set_initializer(mul.input[1], np.asarray(target, dtype=np.float32).reshape(
                     np.asarray(model.get_initializer(mul.input[1])).shape))
         return model, False  # one pass puts every concat on one scale
+
+
+class LowerDeformableConv(Transformation):
+    """``DeformableSample`` + its grouped 1x1 ``Conv`` (the deformable depthwise 3x3 as exported
+    by ``models/deform.py``) to FINN's form of a depthwise convolution: a window node and a
+    ``MatMul`` whose block-sparse weight carries FINN's depthwise sparsity annotation, so that
+    FINN's ``InferVectorVectorActivation`` makes it a ``VVAU``.
+
+    ``DeformableSample(x, off)`` (NCHW, channel ``c*9 + k``) -> ``Conv(group=C, 1x1, W[C, 9])``
+    becomes ``Transpose`` -> ``DeformableWindow`` (NHWC, FINN's window order ``k*C + c``,
+    :mod:`sw.qonnx_ops.deformable_window`) -> ``MatMul(W_sparse[9C, C])`` -> ``Transpose``;
+    FINN's transpose absorption removes the layout transposes. Runs in place of (before)
+    ``LowerConvsToMatMul``, which cannot lower a 9-input grouped conv."""
+
+    def apply(self, model):
+        graph = model.graph
+        for ds in list(graph.node):
+            if ds.op_type != "DeformableSample":
+                continue
+            consumers = model.find_consumers(ds.output[0]) or []
+            if len(consumers) != 1 or consumers[0].op_type != "Conv":
+                raise ValueError(f"node {ds.name!r} (DeformableSample): its output must feed one "
+                                 "grouped 1x1 Conv (the deformable depthwise 3x3)")
+            conv = consumers[0]
+            w = model.get_initializer(conv.input[1])
+            attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+            c = int(w.shape[0]) if w is not None else -1
+            if (w is None or tuple(w.shape) != (c, 9, 1, 1) or attrs.get("group") != c
+                    or len(conv.input) > 2):
+                raise ValueError(f"node {conv.name!r} (Conv): after a DeformableSample only a "
+                                 "1x1 conv with group = C, 9 inputs per group and no bias")
+            max_offset = next((helper.get_attribute_value(a) for a in ds.attribute
+                               if a.name == "max_offset"), 7)
+            x, off = ds.input
+            n, _, h, wd = model.get_tensor_shape(x)
+            names = [model.make_new_valueinfo_name() for _ in range(5)]
+            x_nhwc, off_nhwc, win, w_name, y_nhwc = names
+            wdt = model.get_tensor_datatype(conv.input[1])
+            # W_sparse[k*C + c, c] = W[c, k]: FINN's sparse depthwise matrix
+            sparse = np.zeros((9 * c, c), dtype=np.float32)
+            for k in range(9):
+                sparse[k * c + np.arange(c), np.arange(c)] = w[:, k, 0, 0]
+            model.set_initializer(w_name, sparse)
+            model.set_tensor_datatype(w_name, wdt)
+            model.set_tensor_sparsity(w_name, {"dw": {"kernel_shape": [3, 3]}})
+            new = [
+                helper.make_node("Transpose", [x], [x_nhwc], perm=[0, 2, 3, 1]),
+                helper.make_node("Transpose", [off], [off_nhwc], perm=[0, 2, 3, 1]),
+                helper.make_node("DeformableWindow", [x_nhwc, off_nhwc], [win],
+                                 domain="sw.qonnx_ops", max_offset=int(max_offset),
+                                 name=f"{ds.name}_window"),
+                helper.make_node("MatMul", [win, w_name], [y_nhwc]),
+                helper.make_node("Transpose", [y_nhwc], [conv.output[0]], perm=[0, 3, 1, 2]),
+            ]
+            model.set_tensor_shape(x_nhwc, [n, h, wd, model.get_tensor_shape(x)[1]])
+            model.set_tensor_shape(off_nhwc, [n, h, wd, 1])
+            model.set_tensor_shape(win, [n, h, wd, 9 * c])
+            model.set_tensor_shape(y_nhwc, [n, h, wd, c])
+            idx = list(graph.node).index(ds)
+            graph.node.remove(ds)
+            graph.node.remove(conv)
+            for i, node in enumerate(new):
+                graph.node.insert(idx + i, node)
+        return model, False
+
+
+class MoveScalarMulPastDeformableSample(Transformation):
+    """``DeformableSample(Mul(x, s), off)`` -> ``Mul(DeformableSample(x, off), s)`` for a scalar
+    ``s``: sampling gathers values and fills zeros, so a scalar scale commutes with it (as FINN's
+    ``MoveScalarLinearPastInvariants`` moves scales past other data movers); FINN's
+    ``MoveScalarMulPastConv`` then carries it past the grouped conv into the thresholds."""
+
+    def apply(self, model):
+        graph = model.graph
+        for ds in list(graph.node):
+            if ds.op_type != "DeformableSample":
+                continue
+            mul = model.find_producer(ds.input[0])
+            if mul is None or mul.op_type != "Mul" or len(model.find_consumers(mul.output[0])) != 1:
+                continue
+            scale = model.get_initializer(mul.input[1])
+            if scale is None or np.asarray(scale).size != 1:
+                continue
+            sampled = model.make_new_valueinfo_name()
+            out = ds.output[0]
+            ds.input[0] = mul.input[0]
+            ds.output[0] = sampled
+            mul.input[0] = sampled
+            mul.output[0] = out
+            graph.node.remove(mul)
+            graph.node.insert(list(graph.node).index(ds) + 1, mul)
+            model.set_tensor_shape(sampled, model.get_tensor_shape(out))
+            return model, True
+        return model, False

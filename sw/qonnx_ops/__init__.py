@@ -6,5 +6,6 @@ execute under ``qonnx.core.onnx_exec.execute_onnx`` as long as ``sw`` is importa
 """
 
 from sw.qonnx_ops.deformable_sample import DeformableSample
+from sw.qonnx_ops.deformable_window import DeformableWindow
 
-__all__ = ["DeformableSample"]
+__all__ = ["DeformableSample", "DeformableWindow"]
