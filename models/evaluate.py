@@ -2,12 +2,19 @@
 
     python -m models.evaluate CKPT [--split val] [--out DIR] [--voc-root PATH] [--limit N]
         [--images 6] [--batch-size 32]
+    python -m models.evaluate CKPT --golden ...    # W4A8 CKPT: also its golden integer model
     python -m models.evaluate --baseline prior [--split val] [--out DIR]   # trivial baseline
 
 Writes to ``--out`` (default: next to the checkpoint, ``<ckpt stem>_<split>/``), each file
 atomically: ``results.json`` (``per_class`` AP50 for the classes present, ``voc6_map50``,
 ``map50_present``, counts, checkpoint meta), ``results.md`` (the same as a table) and
 ``det_<i>.png`` examples with drawn detections (score >= 0.3) and ground truth (green).
+
+``--golden`` (W4A8 checkpoints): the checkpoint is exported to QONNX (cached in ``--out`` by
+SHA-1, ``sw.demo.export_cached``), lowered by the compiler (``sw.lower.lower_qonnx``) and every
+image is run through the integer golden model (``sw.execute.run_graph``, the hardware's bits,
+about 0.1 s per 128x128 image); its dequantised output is decoded and scored like the Brevitas
+model's, in ``results.json`` under ``golden``.
 
 Bad input: every image skipped (missing/corrupt JPEG or annotation) is named on the console
 (stderr) with the reason and listed in ``results.json`` (``skipped_images``); a split left with
@@ -64,7 +71,12 @@ def _md(title: str, res: dict) -> bytes:
     skipped = "".join(f"- skipped {d['id']}: {d['reason']}\n" for d in res.get("skipped_images", []))
     if skipped:
         skipped = "\nSkipped images:\n\n" + skipped
-    return f"# {title}\n\n{warn}{results_table_md(res)}\n{skipped}".encode()
+    golden = ""
+    if "golden" in res:
+        golden = ("\n## Golden integer model (the hardware's bits)\n\n"
+                  + results_table_md(dict(res["golden"], num_images=res.get("num_images")))
+                  + "\n")
+    return f"# {title}\n\n{warn}{results_table_md(res)}\n{golden}{skipped}".encode()
 
 @torch.no_grad()
 def run_detection(model, dataset, batch_size: int = 32, k: int = 100, progress: bool = True):
@@ -85,6 +97,39 @@ def run_detection(model, dataset, batch_size: int = 32, k: int = 100, progress: 
             gts[key] = (tgt["boxes"][j][v].numpy(), tgt["labels"][j][v].numpy(),
                         tgt["difficult"][j][v].numpy())
     return dets, gts
+
+
+def golden_detections(ckpt, dataset, cache_dir, k: int = 100, progress: bool = True) -> dict:
+    """Detections of the golden integer model of W4A8 checkpoint ``ckpt`` over ``dataset`` (a
+    val ``VOCDetection``), as ``image_id -> [k, 6]`` like :func:`run_detection`.
+
+    Raises:
+        CheckpointError: ``ckpt`` is not a W4A8 (quantised) checkpoint.
+        sw.lower.CompileError: the export does not lower.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from models.centernet import decode
+    from models.detector import NUM_CLASSES, read_checkpoint
+    from sw.demo import dequantise, export_cached
+    from sw.execute import run_graph
+    from sw.lower import lower_qonnx
+
+    if not read_checkpoint(ckpt).get("quant"):
+        raise CheckpointError(f"--golden needs a W4A8 checkpoint; {ckpt} is float")
+    _, _, onnx_path, size = export_cached(Path(ckpt), Path(cache_dir))
+    graph = lower_qonnx(onnx_path)
+    dets = {}
+    for i in tqdm(range(len(dataset)), desc="golden model", disable=not progress,
+                  mininterval=10):
+        arr = dataset.render(i)[0]
+        y = dequantise(graph, run_graph(graph, arr)[graph.output]).transpose(2, 0, 1)
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        dets[dataset.annos[i].image_id] = decode(
+            y[:NUM_CLASSES], y[NUM_CLASSES:NUM_CLASSES + 2], y[NUM_CLASSES + 2:NUM_CLASSES + 4],
+            stride=size // y.shape[1], k=k)
+    return dets
 
 
 def prior_baseline_detections(train, val, class_names=None):
@@ -141,8 +186,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def evaluate_checkpoint(ckpt, split: str = "val", out=None, voc_root=None, limit=None,
-                        n_images: int = 6, batch_size: int = 32, progress: bool = True) -> dict:
-    """Evaluate ``ckpt`` on ``split`` and write the outputs (module docstring); returns results."""
+                        n_images: int = 6, batch_size: int = 32, progress: bool = True,
+                        golden: bool = False) -> dict:
+    """Evaluate ``ckpt`` on ``split`` and write the outputs (module docstring); returns results
+    (``golden``: also the golden integer model's, under ``results["golden"]``)."""
     import io
 
     from models.detector import CONFIGS
@@ -160,6 +207,9 @@ def evaluate_checkpoint(ckpt, split: str = "val", out=None, voc_root=None, limit
                phase=meta.get("phase"), **bad)
     out = Path(out) if out else Path(ckpt).with_name(f"{Path(ckpt).stem}_{split}")
     out.mkdir(parents=True, exist_ok=True)
+    if golden:
+        gres = evaluate_ap50(golden_detections(ckpt, ds, out, progress=progress), gts)
+        res["golden"] = {k: gres[k] for k in ("voc6_map50", "map50_present", "per_class")}
     _write_atomic(out / "results.json", json.dumps(res, indent=1).encode())
     title = (f"{meta['config']} {'W4A8' if meta['quant'] else 'float'} "
              f"decoder={meta['decoder_form']} on VOC {split} ({len(ds)} images)")
@@ -211,6 +261,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--golden", action="store_true", help="also evaluate the W4A8 checkpoint's "
+                   "golden integer model (compiler lowering, sw.execute.run_graph)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from models.data import DataError
@@ -223,7 +275,7 @@ def main(argv=None) -> int:
                                           a.limit)
         else:
             res = evaluate_checkpoint(a.ckpt, a.split, a.out, a.voc_root, a.limit, a.images,
-                                      a.batch_size)
+                                      a.batch_size, golden=a.golden)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -231,6 +283,9 @@ def main(argv=None) -> int:
     print(f"VOC6 mAP50 {100 * res['voc6_map50']:.2f}  (mAP50 over present classes "
           f"{100 * res['map50_present']:.2f}, {res['images']} images, "
           f"{res['skipped']} skipped){warn}")
+    if "golden" in res:
+        print(f"golden integer model: VOC6 mAP50 {100 * res['golden']['voc6_map50']:.2f}  "
+              f"(mAP50 over present classes {100 * res['golden']['map50_present']:.2f}){warn}")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Evaluation on bad input: skipped images are named with their reason, and a split too small
-to mean anything says so next to the figure (issue 17, "Bad input")."""
+"""models.evaluate: bad input (skipped images named with their reason, a split too small to mean
+anything says so next to the figure; issue 17, "Bad input") and the golden integer model."""
 
 from __future__ import annotations
 
@@ -47,3 +47,37 @@ def test_checkpoint_evaluation_names_skipped_images(tmp_path, capsys):
     assert "3 images, 2 skipped)  WARNING: only 3 usable images in val (2 skipped)" in cap.out
     res = json.loads((tmp_path / "e" / "results.json").read_text())
     assert res["head_form"] == "dw3x3" and len(res["skipped_images"]) == 2
+
+
+def test_golden_refuses_a_float_checkpoint(tmp_path, capsys):
+    import torch
+
+    from models.detector import build_detector, save_checkpoint
+
+    voc = make_voc(tmp_path / "voc")
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "f.pt", build_detector("small", quant=False))
+    assert evaluate_main([str(tmp_path / "f.pt"), "--golden", "--voc-root", str(voc),
+                          "--images", "0", "--out", str(tmp_path / "e"), "--threads", "1"]) == 2
+    assert "--golden needs a W4A8 checkpoint" in capsys.readouterr().err
+
+
+def test_golden_integer_model_tracks_the_shipped_w4a8_checkpoint(tmp_path):
+    """The golden integer model (compiler lowering, the hardware's bits) of the shipped W4A8
+    checkpoint scores within 0.5 VOC6 mAP50 of Brevitas on the first 100 val images."""
+    from pathlib import Path
+
+    import pytest
+
+    from models.data import find_voc_root
+    from models.evaluate import evaluate_checkpoint
+
+    ckpt = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "small_w4a8.pt"
+    voc = find_voc_root()
+    if voc is None or not ckpt.exists():
+        pytest.skip("needs ../shared/data/voc2012-subset and the shipped checkpoint")
+    res = evaluate_checkpoint(ckpt, "val", out=tmp_path, voc_root=voc, limit=100, n_images=0,
+                              progress=False, golden=True)
+    assert res["images"] == 100 and res["warning"] is None
+    assert abs(res["golden"]["voc6_map50"] - res["voc6_map50"]) < 0.005
+    assert "Golden integer model" in (tmp_path / "results.md").read_text()
