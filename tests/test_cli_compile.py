@@ -14,7 +14,8 @@ from sw.estimate import estimate, totals
 from sw.hwgraph import HWGraph
 from sw.lower import lower_qonnx
 
-REPORT = {"estimates.json", "estimates.md", "estimates.png", "folding.json", "hw_graph.json"}
+REPORT = {"estimates.json", "estimates.md", "estimates.png", "folding.json", "hw_graph.json",
+          "frontend.json"}
 
 
 @pytest.fixture(scope="module")

@@ -53,3 +53,27 @@ def test_out_of_range_input_is_refused(slice_folder, tmp_path, capsys):
     np.save(x, np.full((64, 64, 3), 300))
     assert main(["simulate", str(slice_folder), "--input", str(x)]) == 2
     assert "outside the input type uint8 [0, 255]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["residual_odd", "decoder_like", "mobile_like", "w8a8_plain"])
+def test_compiled_foreign_models_run_at_their_ii(name, tmp_path, capsys):
+    """The front end's test models (tests/foreign_models.py: residual adds, concat, max-pool,
+    upsample, thresholds), compiled for the Ultra96-V2 with analytical FIFO depths: bit-exact
+    on three random frames, steady interval within 1% of the II (about 2-3 minutes each)."""
+    import sys
+
+    sys.path.insert(0, "tests")
+    from foreign_models import FOREIGN_MODELS, build_foreign, sample_input
+    from models.export import export_qonnx
+
+    onnx = tmp_path / f"{name}.onnx"
+    export_qonnx(build_foreign(name), onnx, input_shape=FOREIGN_MODELS[name][1],
+                 example_input=sample_input(name, seed=3), dynamo=False)
+    out = tmp_path / "out"
+    assert main(["compile", str(onnx), "--board", "ultra96v2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(out), "--frames", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["bit_exact"] and res["interval_cycles"] <= 1.01 * res["ii_cycles"]
+    assert json.loads((out / "fifo_sizing.json").read_text())["model_interval"] == res["interval_cycles"]
