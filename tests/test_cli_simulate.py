@@ -31,6 +31,11 @@ def test_simulate_json_on_a_compiled_folder(slice_folder, val_images, tmp_path, 
     assert res["frames"] == 3 and res["ii_cycles"] == 9473
     assert res["interval_cycles"] == 9216 and res["interval_cycles"] <= 1.01 * res["ii_cycles"]
     assert res["first_frame_cycles"] == 12326
+    # the same run as text (the Verilator build is cached by then)
+    assert main(["simulate", str(slice_folder), "--input", str(x), "--frames", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "bit-exact: every output value equals the golden model's" in text
+    assert "steady-state interval 9,216 cycles vs II 9,473 (DeformableSampler_0)" in text
 
 
 @pytest.mark.parametrize("make, msg", [
