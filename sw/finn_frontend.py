@@ -48,7 +48,7 @@ __all__ = ["FinnLowering", "finn_lower", "finn_partition", "HW_DOMAIN", "host_in
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 # deflow's own hardware-layer nodes in FINN's graph (sw.qonnx_ops)
-DEFLOW_HW_OPS = ("DeformableWindow",)
+DEFLOW_HW_OPS = ("DeformableWindow", "ChannelShuffle")
 # what the host may apply to the accelerator's output: layout and per-channel dequantisation
 HOST_EPILOGUE_OPS = ("Transpose", "Reshape", "Flatten", "Mul", "Div", "Add", "Sub")
 
@@ -168,9 +168,11 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
                                                         MoveMulPastJoinConcat,
                                                         MoveMulPastMaxPool,
                                                         MoveScalarLinearPastInvariants,
+                                                        MoveScalarLinearPastSplit,
                                                         MoveTransposePastFork,
                                                         MoveTransposePastJoinAdd,
-                                                        MoveTransposePastJoinConcat)
+                                                        MoveTransposePastJoinConcat,
+                                                        MoveTransposePastSplit)
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
     from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
@@ -178,10 +180,13 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
     from qonnx.transformation.infer_shapes import InferShapes
     from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 
-    from sw.finn_transforms import (LowerDeformableConv, MoveScalarMulPastDeformableSample,
-                                    RescaleConcatInputs)
+    from finn.transformation.fpgadataflow.convert_to_hw.split import InferSplitLayer
 
-    moves = [RescaleConcatInputs(), MoveScalarMulPastDeformableSample(), MoveLinearPastFork(), MoveScalarLinearPastInvariants(),
+    from sw.finn_transforms import (ExplicitSplitSizes, LowerDeformableConv,
+                                    MoveScalarMulPastDataMovers, RescaleConcatInputs)
+
+    moves = [RescaleConcatInputs(), MoveScalarMulPastDataMovers(), MoveLinearPastFork(),
+             MoveScalarLinearPastSplit(), MoveTransposePastSplit(), MoveScalarLinearPastInvariants(),
              MoveMulPastMaxPool(), MoveMulPastJoinAdd(), MoveMulPastJoinConcat(),
              AbsorbTransposeIntoMultiThreshold(), AbsorbTransposeIntoResize(),
              MoveTransposePastFork(), MoveTransposePastJoinConcat(), MoveTransposePastJoinAdd(),
@@ -203,6 +208,10 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(MakeMaxPoolNHWC())
     model = model.transform(MakeScaleResizeNHWC())
     model = settle(model)
+    # FINN's StreamingSplit before rounding: a standard Split hides its outputs' integer type,
+    # and RoundAndClipThresholds rounds only thresholds on integer inputs
+    model = model.transform(ExplicitSplitSizes()).transform(InferSplitLayer())
+    model = model.transform(InferShapes()).transform(InferDataTypes())
     model = model.transform(InferDataLayouts())
     model = model.transform(RoundAndClipThresholds())
     model = model.transform(InferShapes()).transform(InferDataTypes())
@@ -273,6 +282,8 @@ def finn_lower(model: ModelWrapper | str | Path, input_scale: float | str = "aut
     from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
     from qonnx.util.cleanup import cleanup_model
 
+    from sw.finn_transforms import LowerChannelShuffle
+
     model = _load(model)
     try:
         model = _quiet(cleanup_model, model)
@@ -286,6 +297,7 @@ def finn_lower(model: ModelWrapper | str | Path, input_scale: float | str = "aut
     input_scale = float(input_scale)
     try:
         model = _quiet(model.transform, ConvertQONNXtoFINN())
+        model = model.transform(LowerChannelShuffle())
         model = _prepend_input_scale(model, input_scale)
         model = _quiet(_streamline, model)
         model = _quiet(_convert_to_hw, model)

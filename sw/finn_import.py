@@ -17,7 +17,9 @@ FINN node (``finn.custom_op.fpgadataflow``)         deflow layers
 ``StreamingConcat``                                 Concat
 ``ElementwiseAdd`` of two streams                   Add
 ``DuplicateStreams``                                n - 1 two-way Duplicate layers
+``StreamingSplit``                                  ChannelSplit
 ``DeformableWindow`` (deflow's, ``sw.qonnx_ops``)     DeformableSampler
+``ChannelShuffle`` (deflow's, ``sw.qonnx_ops``)       ChannelShuffle
 ==================================================  ===========================================
 
 Integers only cross this boundary: a FINN tensor's ``DataType`` gives the stream's bits and
@@ -40,7 +42,8 @@ __all__ = ["hwgraph_from_finn", "SUPPORTED_FINN_OPS"]
 
 SUPPORTED_FINN_OPS = ("FMPadding", "ConvolutionInputGenerator", "MVAU", "VVAU", "Thresholding",
                       "Pool", "UpsampleNearestNeighbour", "StreamingConcat", "ElementwiseAdd",
-                      "DuplicateStreams", "DeformableWindow (deflow's)")
+                      "DuplicateStreams", "StreamingSplit", "DeformableWindow (deflow's)",
+                      "ChannelShuffle (deflow's)")
 
 
 class _Importer:
@@ -276,6 +279,25 @@ class _Importer:
         self.add("DeformableSampler", node, [x, off], [out],
                  dict(ifm_dim=(h, w), channels=c, max_offset=int(op.get_nodeattr("max_offset")),
                       bits=xin.bits, offset_bits=oin.bits))
+
+    def op_StreamingSplit(self, node, op) -> None:
+        x = self.src(node.input[0])
+        xin = self.tensors[x]
+        h, w, c = xin.shape
+        sizes = [self.nhwc(o)[2] for o in node.output]
+        for o in node.output:
+            self.feature(o, (h, w, self.nhwc(o)[2]), node)
+        self.add("ChannelSplit", node, [x], list(node.output),
+                 dict(sizes=sizes, channels=c, pixels=h * w, bits=xin.bits))
+
+    def op_ChannelShuffle(self, node, op) -> None:
+        x = self.src(node.input[0])
+        xin = self.tensors[x]
+        h, w, c = xin.shape
+        self.feature(node.output[0], (h, w, c), node)
+        self.add("ChannelShuffle", node, [x], [node.output[0]],
+                 dict(groups=int(op.get_nodeattr("groups")), channels=c, pixels=h * w,
+                      bits=xin.bits))
 
     def op_DuplicateStreams(self, node, op) -> None:
         # deflow fans a stream out with its own two-way duplicators (_insert_duplicates)

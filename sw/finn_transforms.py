@@ -8,8 +8,8 @@ from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.transformation.base import Transformation
 
-__all__ = ["RescaleConcatInputs", "LowerDeformableConv", "MoveScalarMulPastDeformableSample",
-           "rescale_thresholds"]
+__all__ = ["RescaleConcatInputs", "LowerDeformableConv", "LowerChannelShuffle",
+           "MoveScalarMulPastDataMovers", "ExplicitSplitSizes", "rescale_thresholds"]
 
 
 def rescale_thresholds(lo: int, hi: int, ratio: float) -> tuple[np.ndarray, int]:
@@ -140,31 +140,96 @@ class LowerDeformableConv(Transformation):
         return model, False
 
 
-class MoveScalarMulPastDeformableSample(Transformation):
-    """``DeformableSample(Mul(x, s), off)`` -> ``Mul(DeformableSample(x, off), s)`` for a scalar
-    ``s``: sampling gathers values and fills zeros, so a scalar scale commutes with it (as FINN's
-    ``MoveScalarLinearPastInvariants`` moves scales past other data movers); FINN's
-    ``MoveScalarMulPastConv`` then carries it past the grouped conv into the thresholds."""
+class MoveScalarMulPastDataMovers(Transformation):
+    """``f(Mul(x, s))`` -> ``Mul(f(x), s)`` for a scalar ``s`` and deflow's data movers ``f``:
+    ``DeformableSample`` (its feature input; sampling gathers values and fills zeros) and
+    ``ChannelShuffle`` (a permutation), as FINN's ``MoveScalarLinearPastInvariants`` does for
+    ``Reshape`` or ``Transpose``; FINN's moves then carry the scale on into the thresholds."""
+
+    MOVERS = ("DeformableSample", "ChannelShuffle")
 
     def apply(self, model):
         graph = model.graph
-        for ds in list(graph.node):
-            if ds.op_type != "DeformableSample":
+        for node in list(graph.node):
+            if node.op_type not in self.MOVERS:
                 continue
-            mul = model.find_producer(ds.input[0])
+            mul = model.find_producer(node.input[0])
             if mul is None or mul.op_type != "Mul" or len(model.find_consumers(mul.output[0])) != 1:
                 continue
             scale = model.get_initializer(mul.input[1])
             if scale is None or np.asarray(scale).size != 1:
                 continue
-            sampled = model.make_new_valueinfo_name()
-            out = ds.output[0]
-            ds.input[0] = mul.input[0]
-            ds.output[0] = sampled
-            mul.input[0] = sampled
+            moved = model.make_new_valueinfo_name()
+            out = node.output[0]
+            node.input[0] = mul.input[0]
+            node.output[0] = moved
+            mul.input[0] = moved
             mul.output[0] = out
             graph.node.remove(mul)
-            graph.node.insert(list(graph.node).index(ds) + 1, mul)
-            model.set_tensor_shape(sampled, model.get_tensor_shape(out))
+            graph.node.insert(list(graph.node).index(node) + 1, mul)
+            model.set_tensor_shape(moved, model.get_tensor_shape(out))
             return model, True
+        return model, False
+
+
+class LowerChannelShuffle(Transformation):
+    """torch's channel shuffle as exported (``Reshape([N, g, C/g, H, W])`` ->
+    ``Transpose([0, 2, 1, 3, 4])`` -> ``Reshape([N, C, H, W])``, NCHW) to deflow's NHWC
+    ``ChannelShuffle`` node (:mod:`sw.qonnx_ops.channel_shuffle`) between layout transposes,
+    which FINN's transpose absorption then cancels against its neighbours'."""
+
+    def apply(self, model):
+        graph = model.graph
+        for r1 in [n for n in graph.node if n.op_type == "Reshape"]:
+            tr = model.find_consumer(r1.output[0])
+            if tr is None or tr.op_type != "Transpose" or len(model.find_consumers(r1.output[0])) != 1:
+                continue
+            r2 = model.find_consumer(tr.output[0])
+            if r2 is None or r2.op_type != "Reshape":
+                continue
+            in_shape = model.get_tensor_shape(r1.input[0])
+            mid = model.get_tensor_shape(r1.output[0])
+            out_shape = model.get_tensor_shape(r2.output[0])
+            perm = next((list(helper.get_attribute_value(a)) for a in tr.attribute
+                         if a.name == "perm"), [])
+            if (len(in_shape) != 4 or len(mid) != 5 or perm != [0, 2, 1, 3, 4]
+                    or list(out_shape) != list(in_shape) or mid[1] * mid[2] != in_shape[1]):
+                continue
+            n, c, h, w = in_shape
+            x_nhwc, y_nhwc = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
+            new = [helper.make_node("Transpose", [r1.input[0]], [x_nhwc], perm=[0, 2, 3, 1]),
+                   helper.make_node("ChannelShuffle", [x_nhwc], [y_nhwc], domain="sw.qonnx_ops",
+                                    groups=int(mid[1]), name=f"{r1.name}_shuffle"),
+                   helper.make_node("Transpose", [y_nhwc], [r2.output[0]], perm=[0, 3, 1, 2])]
+            for t in (x_nhwc, y_nhwc):
+                model.set_tensor_shape(t, [n, h, w, c])
+            idx = list(graph.node).index(r1)
+            for old in (r1, tr, r2):
+                graph.node.remove(old)
+            for i, node in enumerate(new):
+                graph.node.insert(idx + i, node)
+            return model, True
+        return model, False
+
+
+class ExplicitSplitSizes(Transformation):
+    """A ``Split`` without its ``split`` input (``torch.chunk`` exports an equal split that way)
+    gets the sizes as a constant input, the form FINN's ``InferSplitLayer`` reads."""
+
+    def apply(self, model):
+        for node in model.graph.node:
+            if node.op_type != "Split" or (len(node.input) > 1 and node.input[1]):
+                continue
+            axis = next((helper.get_attribute_value(a) for a in node.attribute
+                         if a.name == "axis"), 0)
+            sizes = [model.get_tensor_shape(o)[axis] for o in node.output]
+            name = model.make_new_valueinfo_name()
+            model.set_initializer(name, np.asarray(sizes, dtype=np.int64))
+            if len(node.input) > 1:
+                node.input[1] = name
+            else:
+                node.input.append(name)
+            for a in list(node.attribute):
+                if a.name == "num_outputs":
+                    node.attribute.remove(a)
         return model, False

@@ -5,7 +5,8 @@ node's ``op_type`` (``__all__`` first). Nodes exported by ``models/`` in this do
 execute under ``qonnx.core.onnx_exec.execute_onnx`` as long as ``sw`` is importable.
 """
 
+from sw.qonnx_ops.channel_shuffle import ChannelShuffle
 from sw.qonnx_ops.deformable_sample import DeformableSample
 from sw.qonnx_ops.deformable_window import DeformableWindow
 
-__all__ = ["DeformableSample", "DeformableWindow"]
+__all__ = ["ChannelShuffle", "DeformableSample", "DeformableWindow"]
