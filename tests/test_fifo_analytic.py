@@ -157,3 +157,29 @@ def test_analytical_model_equals_the_rtl_sizing_run(slice_graph, val_images):
     peaks, _, _ = schedule_graph(slice_graph, frames=2, period=0)
     assert {t: max(2, p + 2) for t, p in peaks.items()} == sim
     assert fifo_bits(slice_graph, size_fifos_analytic(slice_graph).depths) == fifo_bits(slice_graph, sim)
+
+
+def test_design_the_analysis_cannot_bound_falls_back_to_simulation(slice_graph, monkeypatch):
+    """size_fifos_auto: a layer without a token schedule sends that design to the sizing
+    simulation (stood in for here by a recorder), and the reason names the layer."""
+    import copy
+
+    import sw.fifosizing
+    from sw.fifo_analytic import size_fifos_auto
+
+    g = copy.deepcopy(slice_graph)
+    g.layers[5].op = "Mystery"
+    calls, lines = [], []
+
+    def fake_size_fifos(graph, frames, build_root=None):
+        calls.append(len(frames))
+        return {t: 7 for t in graph.tensors if t != graph.input and t != graph.output}
+
+    monkeypatch.setattr(sw.fifosizing, "size_fifos", fake_size_fifos)
+    depths, info = size_fifos_auto(g, "analytical", log=lines.append)
+    assert calls == [2] and info["method"] == "simulation" and set(depths.values()) == {7}
+    assert g.layers[5].name in info["fallback"] and g.layers[5].name in lines[0]
+    depths, info = size_fifos_auto(slice_graph, "analytical")
+    assert info["method"] == "analytical" and "fallback" not in info and calls == [2]
+    with pytest.raises(ValueError, match="must be one of"):
+        size_fifos_auto(slice_graph, "guess")
