@@ -118,6 +118,9 @@ def test_model_of_the_slice_network(slice_graph):
     assert res.fifo_bits(slice_graph) == fifo_bits(slice_graph, res.depths) == 10852
     _, _, ends = schedule_graph(slice_graph, frames=2, period=0)
     assert (ends[0] + 1, ends[1] - ends[0]) == (12326, 9216)
+    # an input pace the pipeline cannot keep is raised to the model's own interval
+    slow = size_fifos_analytic(slice_graph, period=5000)
+    assert (slow.period, slow.interval, slow.depths) == (9216, 9216, res.depths)
 
 
 def test_an_op_without_a_schedule_is_named(slice_graph):
