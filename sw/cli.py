@@ -23,7 +23,7 @@ DEFAULT_SLICE_FOLDING = REPO_ROOT / "sw" / "configs" / "slice_folding.json"
 def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
                   board: str | None = None, fps: float | None = None,
                   clock_mhz: float | None = None, verilog: bool = True,
-                  fifo_sizing: str = "analytical", log=print, frontend: str = "auto",
+                  fifo_sizing: str = "analytical", log=print, frontend: str = "finn",
                   input_scale: float | str = "auto") -> dict:
     """Lower, fold, estimate, report and (optionally) emit Verilog for a QONNX model.
 
@@ -82,6 +82,19 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     clock = float(clock_mhz or b.fabric_mhz)
     front = lower_model(onnx_path, frontend, input_scale)
     lowered = front.graph
+    distance = None
+    if front.frontend == "finn" and not json.loads(front.files["frontend.json"])["from_finn_hw_graph"]:
+        from sw.fifo_analytic import random_frames
+        from sw.frontend import brevitas_distance
+
+        # the golden model against Brevitas's own quantised output (qonnx execution of the export)
+        distance = brevitas_distance(front, lowered, onnx_path, np.stack(random_frames(lowered, 2)))
+        front.files["frontend.json"] = json.dumps(
+            json.loads(front.files["frontend.json"]) | {"brevitas_distance": distance},
+            indent=1).encode()
+        log(f"golden model vs Brevitas on 2 random frames: largest difference {distance['max_lsb']} "
+            f"output LSB, {100 * distance['share_equal']:.2f}% of {distance['values']:,} values "
+            "identical")
     if folding_path is not None:
         cfg = load_folding(folding_path)
         if front.frontend == "finn":
@@ -128,6 +141,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"graph": graph, "estimates": est, "report": report, "folding": cfg, "lowered": front,
+            "brevitas_distance": distance,
             "verilog": vpath, "fifo_depths": depths, "fifo_sizing": sizing, "out_dir": out_dir}
 
 
@@ -184,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--clock-mhz", type=float, default=None, help="accelerator clock (default: the board's)")
     c.add_argument("--no-verilog", action="store_true", help="skip the Verilog (estimates only)")
     c.add_argument("--out", required=True, help="output folder (replaced whole, only on success)")
-    c.add_argument("--frontend", choices=("auto", "finn", "deflow"), default="auto",
-                   help="FINN's transformations (finn) or deflow's streamliner (deflow); auto: "
-                   "deflow for graphs with the deformable sampler or channel shuffle, else finn")
+    c.add_argument("--frontend", choices=("finn", "deflow"), default="finn",
+                   help="FINN's transformations with deflow's rewrites for what FINN lacks "
+                   "(default), or deflow's earlier streamliner, for comparison")
     c.add_argument("--input-scale", default="auto",
                    help="the model's input is pixels (0..255) times this; auto: 1 when the "
                    "input quantiser has scale 1, else 1/255 (images in [0, 1))")

@@ -159,16 +159,26 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
     """FINN's streamlining with the reorderings that forks, joins and resizes need, repeated
     until the graph stops changing (FINN's build steps do the same in ``step_streamline``)."""
     from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.absorb import (AbsorbAddIntoMultiThreshold,
+                                                       AbsorbMulIntoMultiThreshold,
+                                                       AbsorbScalarBiasIntoMultiThreshold,
+                                                       FactorOutMulSignMagnitude)
+    from finn.transformation.streamline.collapse_repeated import (CollapseRepeatedAdd,
+                                                                  CollapseRepeatedMul)
     from finn.transformation.streamline.absorb import (AbsorbConsecutiveTransposes,
                                                        AbsorbTransposeIntoMultiThreshold,
                                                        AbsorbTransposeIntoResize)
     from finn.transformation.streamline.reorder import (MakeMaxPoolNHWC, MakeScaleResizeNHWC,
+                                                        MoveAddPastConv, MoveAddPastMul,
                                                         MoveLinearPastFork,
                                                         MoveMulPastJoinAdd,
                                                         MoveMulPastJoinConcat,
                                                         MoveMulPastMaxPool,
                                                         MoveScalarLinearPastInvariants,
+                                                        MoveScalarAddPastMatMul,
                                                         MoveScalarLinearPastSplit,
+                                                        MoveScalarMulPastConv,
+                                                        MoveScalarMulPastMatMul,
                                                         MoveTransposePastFork,
                                                         MoveTransposePastJoinAdd,
                                                         MoveTransposePastJoinConcat,
@@ -190,17 +200,27 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
              MoveMulPastMaxPool(), MoveMulPastJoinAdd(), MoveMulPastJoinConcat(),
              AbsorbTransposeIntoMultiThreshold(), AbsorbTransposeIntoResize(),
              MoveTransposePastFork(), MoveTransposePastJoinConcat(), MoveTransposePastJoinAdd(),
-             AbsorbConsecutiveTransposes(), Streamline()]
+             AbsorbConsecutiveTransposes()]
+    absorbs = [MoveAddPastMul(), MoveScalarAddPastMatMul(), MoveAddPastConv(),
+               MoveScalarMulPastMatMul(), MoveScalarMulPastConv(), CollapseRepeatedAdd(),
+               CollapseRepeatedMul(), AbsorbAddIntoMultiThreshold(), AbsorbMulIntoMultiThreshold(),
+               FactorOutMulSignMagnitude(), AbsorbScalarBiasIntoMultiThreshold()]
 
-    def settle(model):
+    def fixpoint(model, transforms):
         for _ in range(8):
             before = model.model.SerializeToString()
-            for t in moves:
+            for t in transforms:
                 model = model.transform(t)
-            model = model.transform(InferShapes()).transform(InferDataTypes())
             if model.model.SerializeToString() == before:
-                break
-        return model
+                return model, False
+        return model, True
+
+    def settle(model):
+        # FINN's streamlining moves and absorptions (Streamline's own, without its per-call
+        # clean-up passes, which take most of a minute per call on a detector) with the
+        # fork/join/layout moves, to their fixpoint
+        model, _ = fixpoint(model, moves + absorbs)
+        return model.transform(InferShapes()).transform(InferDataTypes())
 
     model = settle(model.transform(Streamline()))
     model = model.transform(LowerDeformableConv())

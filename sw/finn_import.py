@@ -106,6 +106,7 @@ class _Importer:
             handler(node, getCustomOp(node))
         out = self.src(self.fl.dataflow_output)
         insert_duplicates(self.layers, self.tensors, self.uname)
+        self.tensors[out].scale = output_scale(self.fl, self.tensors[out].shape)
         return HWGraph(self.layers, self.tensors, din, out)
 
     def op_FMPadding(self, node, op) -> None:
@@ -206,12 +207,18 @@ class _Importer:
         xin = self.tensors[x]
         out = node.output[0]
         h, w, c = self.nhwc(out)
+        thresholds = _int_thresholds(node, self.model.get_initializer(node.input[1]))
+        bias = int(op.get_nodeattr("ActVal"))
+        if _is_identity(thresholds, bias, xin, self.dtype(out)):
+            # e.g. a scale-1 input quantiser on 0..255 pixels: nothing to build
+            self.alias[out] = x
+            return
         info = self.feature(out, (h, w, c), node)
         self.add("Thresholding", node, [x], [out],
                  dict(channels=c, pixels=h * w, out_bias=int(op.get_nodeattr("ActVal")),
                       out_bits=info.bits, out_signed=info.signed, in_bits=xin.bits,
                       in_signed=xin.signed),
-                 dict(thresholds=_int_thresholds(node, self.model.get_initializer(node.input[1]))))
+                 dict(thresholds=thresholds))
 
     def op_Pool(self, node, op) -> None:
         if op.get_nodeattr("Function") != "MaxPool":
@@ -303,6 +310,47 @@ class _Importer:
         # deflow fans a stream out with its own two-way duplicators (_insert_duplicates)
         for t in node.output:
             self.alias[t] = self.src(node.input[0])
+
+
+def output_scale(lowering: FinnLowering, shape) -> float | list[float] | None:
+    """The real value of one LSB of the accelerator's output, per channel, when the host
+    epilogue is only that (``y = scale[c] * x``: a layout ``Transpose`` and a ``Mul``); ``None``
+    when it adds an offset (a float head's bias), which only the epilogue model applies.
+
+    Measured on the epilogue itself: its output for an all-ones and an all-zeros input."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    epi = lowering.epilogue_model()
+    if not epi.graph.node:
+        return 1.0
+    iname, oname = epi.graph.input[0].name, epi.graph.output[0].name
+
+    def run(v):
+        y = execute_onnx(epi, {iname: np.full((1, *shape), v, dtype=np.float32)})[oname]
+        return np.asarray(y, dtype=np.float64)
+
+    zero, one = run(0.0), run(1.0)
+    if zero.ndim != 4 or np.any(zero != 0):
+        return None
+    per_channel = one.reshape(one.shape[0], one.shape[1], -1)[0]  # NCHW: [C, H*W]
+    if np.any(per_channel != per_channel[:, :1]):
+        return None
+    scale = [float(v) for v in per_channel[:, 0]]
+    return scale[0] if len(set(scale)) == 1 else scale
+
+
+def _is_identity(thresholds: np.ndarray, bias: int, xin: TensorInfo, out_dt) -> bool:
+    """Whether a Thresholding returns every value of its input type unchanged, checked
+    outright over that type's range (inputs of at most 16 bits) and with equal output type."""
+    from sw.golden import thresholding
+
+    if xin.bits > 16 or out_dt.bitwidth() != xin.bits or out_dt.signed() != xin.signed:
+        return False
+    lo = -(1 << (xin.bits - 1)) if xin.signed else 0
+    values = np.arange(lo, lo + (1 << xin.bits), dtype=np.int64)
+    rows = thresholds.shape[0]
+    got = thresholding(np.repeat(values[:, None], rows, axis=1), thresholds, bias)
+    return bool(np.all(got == values[:, None]))
 
 
 def _int_thresholds(node, t) -> np.ndarray:

@@ -5,11 +5,11 @@ Two front ends produce the :class:`~sw.hwgraph.HWGraph` the back end builds:
 * ``finn`` (:mod:`sw.finn_frontend` + :mod:`sw.finn_import`): FINN's own transformations, for
   any common Brevitas export and for ONNX files FINN has already lowered (after
   ``convert_to_hw``, with or without folding attributes);
-* ``deflow`` (:mod:`sw.lower`): the project's streamliner, kept for graphs with the project's
-  custom ops (the deformable sampler, ``sw.qonnx_ops``) and ShuffleNetV2 channel shuffles,
-  which FINN has no hardware layers for.
-
-``"auto"`` picks ``deflow`` when the graph holds one of those ops and ``finn`` otherwise.
+  with deflow's own graph rewrites in FINN's chain for what FINN lacks (the deformable sampler,
+  ShuffleNetV2's channel shuffle, concats of differently quantised tensors:
+  :mod:`sw.finn_transforms`); the default and the compiler's one path;
+* ``deflow`` (:func:`sw.lower.lower_qonnx_deflow`): the project's earlier streamliner
+  (``Requant`` nodes, ``M/2**S`` arithmetic), for comparison.
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ from qonnx.core.modelwrapper import ModelWrapper
 from sw.hwgraph import HWGraph
 from sw.transforms.base import CompileError
 
-__all__ = ["Lowered", "lower_model", "choose_frontend", "finn_folding_to_deflow",
+__all__ = ["Lowered", "lower_model", "finn_folding_to_deflow",
            "brevitas_distance", "FRONTENDS"]
 
-FRONTENDS = ("auto", "finn", "deflow")
-PROJECT_DOMAINS = ("sw.qonnx_ops",)
-DEFLOW_ONLY_OPS = ("DeformableSample", "ChannelShuffle")
+FRONTENDS = ("finn", "deflow")
 
 
 @dataclass
@@ -59,20 +57,12 @@ def _read(path) -> ModelWrapper:
     return _load(path)
 
 
-def choose_frontend(model: ModelWrapper) -> str:
-    """``"deflow"`` for graphs with the project's custom ops, else ``"finn"``."""
-    for node in model.graph.node:
-        if node.domain in PROJECT_DOMAINS or node.op_type in DEFLOW_ONLY_OPS:
-            return "deflow"
-    return "finn"
-
-
-def lower_model(path: str | Path, frontend: str = "auto",
+def lower_model(path, frontend: str = "finn",
                 input_scale: float | str = "auto") -> Lowered:
     """Lower the ONNX model at ``path`` (a QONNX export, or a FINN hardware-layer graph).
 
     Args:
-        path: ``.onnx`` file.
+        path: ``.onnx`` file or a ``ModelWrapper``.
         frontend: one of :data:`FRONTENDS`.
         input_scale: the model input is ``pixels * input_scale`` (``finn`` only; see
             :func:`sw.finn_frontend.host_input_scale`).
@@ -86,12 +76,10 @@ def lower_model(path: str | Path, frontend: str = "auto",
     if frontend not in FRONTENDS:
         raise CompileError(f"unknown front end {frontend!r}; choose one of {', '.join(FRONTENDS)}")
     model = _read(path)
-    if frontend == "auto":
-        frontend = choose_frontend(model)
     if frontend == "deflow":
-        from sw.lower import lower_qonnx
+        from sw.lower import lower_qonnx_deflow
 
-        graph = lower_qonnx(model)
+        graph = lower_qonnx_deflow(model)
         return Lowered(graph, "deflow", files={"frontend.json": _json({"frontend": "deflow"})})
 
     from sw.finn_frontend import finn_lower, finn_partition

@@ -464,8 +464,20 @@ def lower_streamlined(model: ModelWrapper) -> HWGraph:
 
 
 def lower_qonnx(model: ModelWrapper | str | Path) -> HWGraph:
-    """Lower a QONNX model (batch 1, fixed NCHW shape) to a :class:`HWGraph`:
-    :func:`streamline_qonnx` then :func:`lower_streamlined`.
+    """Lower a QONNX model (batch 1, fixed NCHW shape) to a :class:`HWGraph` through FINN's
+    front end (:func:`sw.frontend.lower_model`), the compiler's one path.
+
+    Raises:
+        CompileError: naming the node and the rule broken, for anything unsupported.
+    """
+    from sw.frontend import lower_model
+
+    return lower_model(model, "finn").graph
+
+
+def lower_qonnx_deflow(model: ModelWrapper | str | Path) -> HWGraph:
+    """deflow's own streamliner (:func:`streamline_qonnx` then :func:`lower_streamlined`):
+    ``Requant`` nodes instead of FINN's thresholds, kept for ``--frontend deflow``.
 
     Raises:
         CompileError: naming the node and the rule broken, for anything unsupported.

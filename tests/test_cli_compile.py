@@ -15,7 +15,7 @@ from sw.hwgraph import HWGraph
 from sw.lower import lower_qonnx
 
 REPORT = {"estimates.json", "estimates.md", "estimates.png", "folding.json", "hw_graph.json",
-          "frontend.json"}
+          "frontend.json", "finn_hw.onnx", "host_epilogue.onnx"}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,10 @@ def test_folding_file_with_verilog(slice_onnx, tmp_path):
     depths = json.loads((out / "fifo_depths.json").read_text())
     sizing = json.loads((out / "fifo_sizing.json").read_text())
     assert sizing["method"] == "analytical" and sizing["model_interval"] == 9216
-    assert depths["Quant_10_int"] == 191 and len(depths) == 20 and min(depths.values()) >= 2
+    g = HWGraph.load(out / "hw_graph.json")
+    offsets = next(x for x in g.layers if x.op == "DeformableSampler").inputs[1]
+    assert depths[offsets] == 191 and min(depths.values()) >= 2
+    assert set(depths) == {t for x in g.layers for t in x.inputs if t != g.input}
     cfg = json.loads(DEFAULT_SLICE_FOLDING.read_text())
     rep = json.loads((out / "estimates.json").read_text())
     assert rep["board"] == "ultra96v2" and rep["folding_config"] == cfg

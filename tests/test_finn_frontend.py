@@ -15,7 +15,7 @@ from sw.boards import BOARDS
 from sw.cli import main
 from sw.execute import run_graph
 from sw.folding import apply_folding
-from sw.frontend import brevitas_distance, choose_frontend, lower_model
+from sw.frontend import brevitas_distance, lower_model
 
 # largest distance to Brevitas's output, in output LSB, measured on 3 random frames; 0 where
 # FINN's thresholds reproduce Brevitas exactly. decoder_like concatenates two differently
@@ -156,8 +156,10 @@ def test_softmax_after_the_last_conv_is_refused_by_name(exports, tmp_path, capsy
     assert [p.name for p in out.iterdir()] == ["keep.txt"]  # nothing half-written
 
 
-def test_frontend_choice(slice_onnx, exports):
-    from sw.finn_frontend import _load
-
-    assert choose_frontend(_load(slice_onnx)) == "deflow"  # deformable sampler
-    assert choose_frontend(_load(exports["mobile_like"])) == "finn"
+def test_deflow_frontend_stays_reachable(slice_onnx, tmp_path):
+    out = tmp_path / "o"
+    assert main(["compile", str(slice_onnx), "--board", "pynq-z2", "--frontend", "deflow",
+                 "--no-verilog", "--out", str(out)]) == 0
+    assert json.loads((out / "frontend.json").read_text())["frontend"] == "deflow"
+    ops = {l["op"] for l in json.loads((out / "hw_graph.json").read_text())["layers"]}
+    assert "Requant" in ops and "Thresholding" not in ops
