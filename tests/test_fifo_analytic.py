@@ -106,18 +106,19 @@ def test_schedules_wait_for_late_inputs():
 def test_model_of_the_slice_network(slice_graph):
     """The whole-graph model: one frame per 9,216 cycles (the deformable VVAU's and sampler's
     steady rate), the offsets FIFO of the sampler's reconvergent path 189 beats at its peak,
-    every other FIFO at most 2; with always-valid input (as the RTL sizing run streams it) the
-    first frame takes 12,326 cycles and the next 9,216, the RTL's figures
-    (tests/test_top.py measures them)."""
+    every other FIFO at most 2 (tests/test_top.py measures 9,216 in RTL with
+    simulation-sized FIFOs)."""
     res = size_fifos_analytic(slice_graph)
+    offsets = next(x for x in slice_graph.layers if x.op == "DeformableSampler").inputs[1]
     assert res.period == res.interval == 9216
-    assert res.peaks["Quant_10_int"] == 189 and res.depths["Quant_10_int"] == 191
-    assert max(v for k, v in res.peaks.items() if k != "Quant_10_int") <= 2
+    assert res.peaks[offsets] == 189 and res.depths[offsets] == 191
+    assert max(v for k, v in res.peaks.items() if k != offsets) <= 2
     assert set(res.depths) == {t for x in slice_graph.layers for t in x.inputs
                                if t != slice_graph.input}
     assert res.fifo_bits(slice_graph) == fifo_bits(slice_graph, res.depths) == 10852
+    # with always-valid input (as the RTL sizing run streams it) the same steady state
     _, _, ends = schedule_graph(slice_graph, frames=2, period=0)
-    assert (ends[0] + 1, ends[1] - ends[0]) == (12326, 9216)
+    assert ends[1] - ends[0] == 9216
     # an input pace the pipeline cannot keep is raised to the model's own interval
     slow = size_fifos_analytic(slice_graph, period=5000)
     assert (slow.period, slow.interval, slow.depths) == (9216, 9216, res.depths)
@@ -147,6 +148,9 @@ def test_analytical_depths_run_at_the_ii_in_rtl(slice_graph, val_images):
     assert run.mismatches == [0, 0, 0]
     ii = bottleneck(estimate(slice_graph)).cycles
     assert run.cycles[1:] == [res.interval, res.interval] and res.interval <= 1.01 * ii
+    # the first frame, pipeline fill included, is the model's with the RTL's always-valid input
+    _, _, ends = schedule_graph(slice_graph, frames=2, period=0)
+    assert run.cycles[0] == ends[0] + 1
 
 
 @pytest.mark.slow
