@@ -15,7 +15,7 @@ from sw.hwgraph import HWGraph
 from sw.lower import lower_qonnx
 
 REPORT = {"estimates.json", "estimates.md", "estimates.png", "folding.json", "hw_graph.json",
-          "frontend.json"}
+          "frontend.json", "finn_hw.onnx", "host_epilogue.onnx"}
 
 
 @pytest.fixture(scope="module")
