@@ -233,9 +233,10 @@ def test_head_form_round_trips_and_old_checkpoints_load_as_upsampled(tmp_path):
 
 
 def test_head_form_dw3x3_lowers_and_the_golden_model_tracks_brevitas(tmp_path):
-    """The refine block lowers to SlidingWindow + VVAU + Requant between the last Upsample and
-    the head MVAU; the integer golden model stays within a few LSB of Brevitas (measured on
-    this seed: 89.7% equal, max 6 LSB; the "upsampled" form measures 89.3%, max 8)."""
+    """The refine block lowers to SlidingWindow + VVAU + Requant (Thresholding) between the last Upsample and
+    the head MVAU; the integer golden model matches Brevitas (measured on this seed with the
+    FINN front end: every value equal; deflow's streamliner, ``--frontend deflow``, measured
+    89.7% equal, max 6 LSB, and 89.3%, max 8, for the "upsampled" form)."""
     from brevitas.graph.calibrate import calibration_mode
 
     from models.data import sample_images
@@ -251,7 +252,9 @@ def test_head_form_dw3x3_lowers_and_the_golden_model_tracks_brevitas(tmp_path):
     m.eval()
     export_qonnx(m, tmp_path / "s.onnx", input_shape=(1, 3, 128, 128))
     g = lower_qonnx(tmp_path / "s.onnx")
-    assert [l.op for l in g.layers][-6:] == ["Upsample", "SlidingWindow", "VVAU", "Requant",
-                                             "MVAU", "Requant"]
+    ops = [l.op for l in g.layers][-6:]
+    # the requantisation after each MAC layer is a Requant or (FINN front end) a Thresholding
+    assert ops[:3] == ["Upsample", "SlidingWindow", "VVAU"] and ops[4] == "MVAU", ops
+    assert {ops[3], ops[5]} <= {"Requant", "Thresholding"}, ops
     res = compare_with_brevitas(m, g, sample_images(2, 128, split="val"))
-    assert res["max_lsb"] <= 8 and res["share_equal"] > 0.85
+    assert res["max_lsb"] <= 1 and res["share_equal"] >= 0.99, res
