@@ -15,8 +15,10 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def small_graph(tmp_path_factory):
+@pytest.fixture(scope="module", params=["upsampled", "dw3x3"])
+def small_graph(tmp_path_factory, request):
+    """The small detector in both head forms (``dw3x3``: the shipped checkpoint's, a depthwise
+    3x3 sliding window right after the last Upsample)."""
     import torch
     from brevitas.graph.calibrate import calibration_mode
 
@@ -29,7 +31,7 @@ def small_graph(tmp_path_factory):
     from sw.lower import lower_qonnx
 
     torch.manual_seed(0)
-    model = build_detector("small")
+    model = build_detector("small", head_form=request.param)
     calib = torch.tensor(sample_images(8, 128, split="train")).permute(0, 3, 1, 2).float()
     model.eval()
     with torch.no_grad(), calibration_mode(model):
