@@ -114,7 +114,7 @@ def load_graph(model: str | None = None, folding: str | None = None,
             onnx = Path(tmp) / f"{name}.onnx"
             progress(f"      exporting the {name} model to QONNX")
             make(onnx)
-            graph = lower_qonnx(onnx)
+            graph = lower_qonnx(onnx, requant="within1")
     else:
         onnx = Path(name)
         if not onnx.exists():
@@ -122,7 +122,7 @@ def load_graph(model: str | None = None, folding: str | None = None,
         if not folding:
             raise BitstreamError("--model given without --folding")
         fold = Path(folding)
-        graph = lower_qonnx(onnx)
+        graph = lower_qonnx(onnx, requant="within1")
     if fold is None:
         from sw.autofold import choose_folding
 

@@ -24,7 +24,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
                   board: str | None = None, fps: float | None = None,
                   clock_mhz: float | None = None, verilog: bool = True,
                   fifo_sizing: str = "analytical", log=print, frontend: str = "finn",
-                  input_scale: float | str = "auto") -> dict:
+                  input_scale: float | str = "auto", requant: str = "exact") -> dict:
     """Lower, fold, estimate, report and (optionally) emit Verilog for a QONNX model.
 
     The folding comes from ``folding_path`` (FINN JSON) or, without one, from
@@ -80,7 +80,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
         raise FileNotFoundError(f"model {onnx_path} does not exist")
     b = get_board(board or "ultra96v2")
     clock = float(clock_mhz or b.fabric_mhz)
-    front = lower_model(onnx_path, frontend, input_scale)
+    front = lower_model(onnx_path, frontend, input_scale, requant)
     lowered = front.graph
     distance = None
     if front.frontend == "finn" and not json.loads(front.files["frontend.json"])["from_finn_hw_graph"]:
@@ -167,7 +167,7 @@ def cmd_compile(args) -> int:
     res = compile_model(Path(args.model), folding, Path(args.out), board=args.board,
                         fps=args.fps, clock_mhz=args.clock_mhz, verilog=not args.no_verilog,
                         fifo_sizing=args.fifo_sizing, frontend=args.frontend,
-                        input_scale=_scale_arg(args.input_scale))
+                        input_scale=_scale_arg(args.input_scale), requant=args.requant)
     t = res["report"]["totals"]
     print(format_table(res["estimates"]))
     print(f"estimate on {res['report']['board']} at {t['clock_mhz']:g} MHz: II {t['ii_cycles']:,} cycles "
@@ -204,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--input-scale", default="auto",
                    help="the model's input is pixels (0..255) times this; auto: 1 when the "
                    "input quantiser has scale 1, else 1/255 (images in [0, 1))")
+    c.add_argument("--requant", choices=("exact", "within1", "never"), default="exact",
+                   help="where an activation's threshold set becomes a requantiser (one "
+                   "multiplier instead of 2**bits-1 thresholds per channel): only where exact "
+                   "(default), also where it moves some accumulator values by one LSB, or never")
     c.add_argument("--fifo-sizing", choices=("analytical", "simulation"), default="analytical",
                    help="FIFO depths from the layers' cycle models (default, seconds) or by an "
                    "RTL simulation (minutes)")

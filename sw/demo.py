@@ -198,7 +198,7 @@ def run_demo(args) -> int:
     print(f"      from {source}: {', '.join(names)}")
 
     print(f"[3/6] compile for {board.name} at {clock:g} MHz, target {args.fps:g} fps")
-    graph = lower_qonnx(onnx_path)
+    graph = lower_qonnx(onnx_path, requant="within1")  # requantisers: the design fits the board
     folding = choose_folding(graph, board, target_fps=args.fps, clock_mhz=clock)
     graph = apply_folding(graph, folding)
     est = estimate(graph)

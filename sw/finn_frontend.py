@@ -47,6 +47,7 @@ __all__ = ["FinnLowering", "finn_lower", "finn_partition", "HW_DOMAIN", "host_in
            "is_hw_node", "hw_op_type"]
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
+SOURCE_TAG = "deflow-source:"
 # deflow's own hardware-layer nodes in FINN's graph (sw.qonnx_ops)
 DEFLOW_HW_OPS = ("DeformableWindow", "ChannelShuffle")
 # what the host may apply to the accelerator's output: layout and per-channel dequantisation
@@ -158,11 +159,17 @@ def _prepend_input_scale(model: ModelWrapper, scale: float) -> ModelWrapper:
 def _streamline(model: ModelWrapper) -> ModelWrapper:
     """FINN's streamlining with the reorderings that forks, joins and resizes need, repeated
     until the graph stops changing (FINN's build steps do the same in ``step_streamline``)."""
-    from finn.transformation.streamline import Streamline
-    from finn.transformation.streamline.absorb import (AbsorbAddIntoMultiThreshold,
+    from finn.transformation.streamline.absorb import (Absorb1BitMulIntoConv,
+                                                       Absorb1BitMulIntoMatMul,
+                                                       AbsorbAddIntoMultiThreshold,
                                                        AbsorbMulIntoMultiThreshold,
                                                        AbsorbScalarBiasIntoMultiThreshold,
                                                        FactorOutMulSignMagnitude)
+    from finn.transformation.streamline.reorder import MoveScalesPastIm2Col
+    from finn.transformation.streamline.sign_to_thres import ConvertSignToThres
+    from qonnx.transformation.batchnorm_to_affine import BatchNormToAffine
+    from qonnx.transformation.general import ConvertDivToMul, ConvertSubToAdd
+    from qonnx.transformation.remove import RemoveIdentityOps
     from finn.transformation.streamline.collapse_repeated import (CollapseRepeatedAdd,
                                                                   CollapseRepeatedMul)
     from finn.transformation.streamline.absorb import (AbsorbConsecutiveTransposes,
@@ -201,28 +208,39 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
              AbsorbTransposeIntoMultiThreshold(), AbsorbTransposeIntoResize(),
              MoveTransposePastFork(), MoveTransposePastJoinConcat(), MoveTransposePastJoinAdd(),
              AbsorbConsecutiveTransposes()]
+    # FINN's Streamline() steps, in its order
+    streamline = [ConvertSubToAdd(), ConvertDivToMul(), BatchNormToAffine(), ConvertSignToThres(),
+                  MoveMulPastMaxPool(), AbsorbScalarBiasIntoMultiThreshold(),
+                  MoveScalesPastIm2Col(), MoveScalarLinearPastInvariants(), MoveAddPastMul(),
+                  MoveScalarAddPastMatMul(), MoveAddPastConv(), MoveScalarMulPastMatMul(),
+                  MoveScalarMulPastConv(), MoveAddPastMul(), CollapseRepeatedAdd(),
+                  CollapseRepeatedMul(), MoveMulPastMaxPool(), AbsorbAddIntoMultiThreshold(),
+                  FactorOutMulSignMagnitude(), AbsorbMulIntoMultiThreshold(),
+                  Absorb1BitMulIntoMatMul(), Absorb1BitMulIntoConv(), RemoveIdentityOps()]
     absorbs = [MoveAddPastMul(), MoveScalarAddPastMatMul(), MoveAddPastConv(),
                MoveScalarMulPastMatMul(), MoveScalarMulPastConv(), CollapseRepeatedAdd(),
                CollapseRepeatedMul(), AbsorbAddIntoMultiThreshold(), AbsorbMulIntoMultiThreshold(),
                FactorOutMulSignMagnitude(), AbsorbScalarBiasIntoMultiThreshold()]
 
     def fixpoint(model, transforms):
-        for _ in range(8):
+        # FINN's Streamline copies the model and cleans it up after every step (a minute per
+        # call on a detector under load); the same steps in place, data types refreshed after
+        # each and the graph cleaned up once a round, until a round changes nothing
+        for _ in range(12):
             before = model.model.SerializeToString()
             for t in transforms:
-                model = model.transform(t)
+                model = model.transform(t, make_deepcopy=False, cleanup=False)
+                model = model.transform(InferDataTypes(), make_deepcopy=False, cleanup=False)
+            model = model.transform(InferShapes(), make_deepcopy=False)
+            model = model.transform(InferDataLayouts(), make_deepcopy=False, cleanup=False)
             if model.model.SerializeToString() == before:
-                return model, False
-        return model, True
+                return model
+        return model
 
     def settle(model):
-        # FINN's streamlining moves and absorptions (Streamline's own, without its per-call
-        # clean-up passes, which take most of a minute per call on a detector) with the
-        # fork/join/layout moves, to their fixpoint
-        model, _ = fixpoint(model, moves + absorbs)
-        return model.transform(InferShapes()).transform(InferDataTypes())
+        return fixpoint(model, streamline + moves + absorbs)
 
-    model = settle(model.transform(Streamline()))
+    model = settle(model)
     model = model.transform(LowerDeformableConv())
     model = model.transform(LowerConvsToMatMul())
     model = model.transform(MakeMaxPoolNHWC())
@@ -302,9 +320,11 @@ def finn_lower(model: ModelWrapper | str | Path, input_scale: float | str = "aut
     from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
     from qonnx.util.cleanup import cleanup_model
 
-    from sw.finn_transforms import LowerChannelShuffle
+    from sw.finn_transforms import ExplicitConvAttributes, LowerChannelShuffle
 
     model = _load(model)
+    for node in model.graph.node:  # the exported name survives FINN's renaming, for messages
+        node.doc_string = f"{SOURCE_TAG}{node.name or node.op_type}"
     try:
         model = _quiet(cleanup_model, model)
     except Exception as exc:
@@ -316,6 +336,7 @@ def finn_lower(model: ModelWrapper | str | Path, input_scale: float | str = "aut
         input_scale = host_input_scale(model)
     input_scale = float(input_scale)
     try:
+        model = model.transform(ExplicitConvAttributes())
         model = _quiet(model.transform, ConvertQONNXtoFINN())
         model = model.transform(LowerChannelShuffle())
         model = _prepend_input_scale(model, input_scale)
@@ -353,7 +374,8 @@ def finn_partition(model: ModelWrapper, input_scale: float) -> FinnLowering:
     for n in epilogue:
         if n.op_type not in HOST_EPILOGUE_OPS:
             hint = _NOT_HW_HINT.get(n.op_type, "no FINN hardware layer covers this op")
-            raise CompileError(f"node {n.name!r} ({n.op_type}) after the last hardware layer: "
+            raise CompileError(f"node {n.name!r} ({n.op_type}){_origin(n)} after the last hardware "
+                               "layer: "
                                f"{hint}; rule: only the output's dequantisation "
                                f"({', '.join(HOST_EPILOGUE_OPS)}) is left to the host")
     first, last = nodes[lo], nodes[hi]
@@ -378,10 +400,16 @@ _NOT_HW_HINT = {
 }
 
 
+def _origin(node) -> str:
+    """`` (exported as 'name')`` when FINN renamed a node the model's export created."""
+    src = node.doc_string[len(SOURCE_TAG):] if node.doc_string.startswith(SOURCE_TAG) else ""
+    return f" (exported as {src!r})" if src and src != node.name else ""
+
+
 def _not_hw_message(model: ModelWrapper, node) -> str:
     hint = _NOT_HW_HINT.get(node.op_type, "no FINN hardware layer covers this op")
-    return (f"node {node.name!r} ({node.op_type}) between hardware layers: {hint}; rule: the "
-            "accelerator's part of the graph must become FINN hardware layers only")
+    return (f"node {node.name!r} ({node.op_type}){_origin(node)} between hardware layers: {hint}; "
+            "rule: the accelerator's part of the graph must become FINN hardware layers only")
 
 
 def _submodel(model: ModelWrapper, names: list[str], inp: str, out: str) -> ModelWrapper:

@@ -9,7 +9,8 @@ from qonnx.core.datatype import DataType
 from qonnx.transformation.base import Transformation
 
 __all__ = ["RescaleConcatInputs", "LowerDeformableConv", "LowerChannelShuffle",
-           "MoveScalarMulPastDataMovers", "ExplicitSplitSizes", "rescale_thresholds"]
+           "MoveScalarMulPastDataMovers", "ExplicitSplitSizes", "ExplicitConvAttributes",
+           "rescale_thresholds"]
 
 
 def rescale_thresholds(lo: int, hi: int, ratio: float) -> tuple[np.ndarray, int]:
@@ -232,4 +233,27 @@ class ExplicitSplitSizes(Transformation):
             for a in list(node.attribute):
                 if a.name == "num_outputs":
                     node.attribute.remove(a)
+        return model, False
+
+
+class ExplicitConvAttributes(Transformation):
+    """``Conv`` / ``MaxPool`` attributes that ONNX lets default (strides, pads, dilations,
+    group, kernel_shape) written out, as qonnx's ``LowerConvsToMatMul`` reads them; exporters
+    such as Brevitas's write them, hand-built graphs often do not."""
+
+    def apply(self, model):
+        for node in model.graph.node:
+            if node.op_type not in ("Conv", "MaxPool"):
+                continue
+            have = {a.name for a in node.attribute}
+            if "kernel_shape" not in have and node.op_type == "Conv":
+                w = model.get_tensor_shape(node.input[1])
+                if w is not None:
+                    node.attribute.append(helper.make_attribute("kernel_shape", list(w[2:])))
+            defaults = {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1]}
+            if node.op_type == "Conv":
+                defaults["group"] = 1
+            for name, value in defaults.items():
+                if name not in have:
+                    node.attribute.append(helper.make_attribute(name, value))
         return model, False

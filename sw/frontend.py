@@ -57,8 +57,8 @@ def _read(path) -> ModelWrapper:
     return _load(path)
 
 
-def lower_model(path, frontend: str = "finn",
-                input_scale: float | str = "auto") -> Lowered:
+def lower_model(path, frontend: str = "finn", input_scale: float | str = "auto",
+                requant: str = "exact") -> Lowered:
     """Lower the ONNX model at ``path`` (a QONNX export, or a FINN hardware-layer graph).
 
     Args:
@@ -66,6 +66,9 @@ def lower_model(path, frontend: str = "finn",
         frontend: one of :data:`FRONTENDS`.
         input_scale: the model input is ``pixels * input_scale`` (``finn`` only; see
             :func:`sw.finn_frontend.host_input_scale`).
+        requant: where a threshold set becomes a requantiser
+            (:func:`sw.threshold_form.choose_threshold_forms`): ``"exact"``, ``"within1"``
+            (one output LSB on some accumulator values, for far less memory) or ``"never"``.
 
     Raises:
         CompileError: unreadable or empty file, an unknown front end, or a graph the chosen
@@ -84,6 +87,7 @@ def lower_model(path, frontend: str = "finn",
 
     from sw.finn_frontend import finn_lower, finn_partition
     from sw.finn_import import hwgraph_from_finn
+    from sw.threshold_form import choose_threshold_forms
 
     lowered_by_finn = any(is_hw_node(n) for n in model.graph.node)
     if lowered_by_finn:
@@ -92,11 +96,12 @@ def lower_model(path, frontend: str = "finn",
     else:
         fl = finn_lower(model, input_scale)
     graph = hwgraph_from_finn(fl)
+    forms = choose_threshold_forms(graph, fl.model, requant)
     folding = _finn_node_folding(fl) if lowered_by_finn else {}
     info = {"frontend": "finn", "input_scale": fl.input_scale,
             "dataflow_input": fl.dataflow_input, "dataflow_output": fl.dataflow_output,
             "host_prologue": fl.prologue, "host_epilogue": fl.epilogue,
-            "from_finn_hw_graph": lowered_by_finn}
+            "from_finn_hw_graph": lowered_by_finn, "threshold_forms": forms}
     files = {"frontend.json": _json(info),
              "finn_hw.onnx": fl.model.model.SerializeToString(),
              "host_epilogue.onnx": fl.epilogue_model().model.SerializeToString()}

@@ -463,16 +463,16 @@ def lower_streamlined(model: ModelWrapper) -> HWGraph:
     return _Lowerer(model).run()
 
 
-def lower_qonnx(model: ModelWrapper | str | Path) -> HWGraph:
+def lower_qonnx(model: ModelWrapper | str | Path, requant: str = "exact") -> HWGraph:
     """Lower a QONNX model (batch 1, fixed NCHW shape) to a :class:`HWGraph` through FINN's
-    front end (:func:`sw.frontend.lower_model`), the compiler's one path.
+    front end (:func:`sw.frontend.lower_model`, ``requant`` as there), the compiler's one path.
 
     Raises:
         CompileError: naming the node and the rule broken, for anything unsupported.
     """
     from sw.frontend import lower_model
 
-    return lower_model(model, "finn").graph
+    return lower_model(model, "finn", requant=requant).graph
 
 
 def lower_qonnx_deflow(model: ModelWrapper | str | Path) -> HWGraph:

@@ -19,17 +19,20 @@ SLICE_FOLDING = "sw/configs/slice_folding.json"
 
 def test_slice_lowers_to_the_expected_hardware_layers(slice_onnx):
     g = lower_qonnx(slice_onnx)
+    # the input quantiser (scale 1 on 0..255 pixels) is the identity: no layer for it
     assert [l.op for l in g.layers] == [
-        "SlidingWindow", "MVAU", "Requant",          # conv0 3x3 s2
-        "SlidingWindow", "VVAU", "Requant",          # dw 3x3
-        "MVAU", "Requant",                           # pw 1x1
+        "SlidingWindow", "MVAU", "Thresholding",     # conv0 3x3 s2
+        "SlidingWindow", "VVAU", "Thresholding",     # dw 3x3
+        "MVAU", "Thresholding",                      # pw 1x1
         "Duplicate",                                 # features -> offset branch + sampler
-        "SlidingWindow", "MVAU", "Requant",          # offset branch 3x3 -> 1 channel
-        "DeformableSampler", "VVAU", "Requant",      # deformable depthwise 3x3
-        "MVAU", "Requant",                           # head 1x1
+        "SlidingWindow", "MVAU", "Requant",          # offset branch 3x3 -> 1 channel (exact)
+        "DeformableSampler", "VVAU", "Thresholding", # deformable depthwise 3x3
+        "MVAU", "Thresholding",                      # head 1x1
     ]
-    offsets = g.layer("Requant_3")
+    # uint3 offsets: FINN's 7 thresholds are exactly a requantiser (sw.threshold_form)
+    offsets = g.layer("MVAU_2_thresholds")
     assert (offsets.attrs["out_min"], offsets.attrs["out_max"]) == (0, 7)
+    assert g.tensors[offsets.outputs[0]].bits == 3
     assert g.tensors[g.output].shape == (32, 32, 8) and g.tensors[g.output].signed
     assert g.layer("MVAU_0").attrs["weight_bits"] == 8
     assert all(g.layer(n).attrs["weight_bits"] == 4 for n in ("VVAU_0", "MVAU_1", "MVAU_3"))
@@ -111,32 +114,45 @@ def _quant_inits(name, scale, bits):
 
 
 def test_unsupported_op_is_refused_before_any_hdl(tmp_path):
-    """A Sigmoid (no hardware layer) is refused, naming the node and the rule."""
-    nodes = [_quant("q_in", "x", "xq", 8, 0),
-             helper.make_node("Sigmoid", ["xq"], ["y"], name="sig0")]
+    """A Sigmoid (no hardware layer) is refused, naming the node as exported and the rule."""
+    w = np.ones((4, 3, 1, 1), dtype=np.float32)
+    nodes = [_quant("q_in", "x", "xq", 8, 0), _quant("q_w", "w", "wq", 4, 1),
+             helper.make_node("Conv", ["xq", "wq"], ["c"], name="conv0", kernel_shape=[1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["y"], name="sig0")]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
-        initializer=_quant_inits("q_in", 1.0, 8))
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        initializer=_quant_inits("q_in", 1.0, 8) + _quant_inits("q_w", 1.0, 4)
+        + [onnx.numpy_helper.from_array(w, "w")])
     path = tmp_path / "sig.onnx"
     onnx.save(helper.make_model(graph), path)
-    with pytest.raises(CompileError, match=r"node 'sig0' \(Sigmoid\): unsupported op"):
+    with pytest.raises(CompileError, match=r"\(Sigmoid\) \(exported as 'sig0'\) after the last "
+                                           r"hardware layer"):
         lower_qonnx(path)
 
 
-def test_conv_without_output_quant_is_refused(tmp_path):
+def test_conv_without_output_quant_is_a_float_head(tmp_path):
+    """A last conv with no activation quantiser: its accumulators leave the fabric and the
+    host applies the scale (FINN's float head)."""
+    from sw.frontend import lower_model
+
     w = np.ones((4, 3, 1, 1), dtype=np.float32)
     nodes = [_quant("q_in", "x", "xq", 8, 0), _quant("q_w", "w", "wq", 4, 1),
-             helper.make_node("Conv", ["xq", "wq"], ["y"], name="conv0")]
+             helper.make_node("Conv", ["xq", "wq"], ["y"], name="conv0", kernel_shape=[1, 1])]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
         initializer=_quant_inits("q_in", 1.0, 8) + _quant_inits("q_w", 1.0, 4)
         + [onnx.numpy_helper.from_array(w, "w")])
     path = tmp_path / "conv.onnx"
-    onnx.save(helper.make_model(graph), path)
-    with pytest.raises(CompileError, match=r"node 'conv0' \(Conv\): a Conv must be followed by"):
-        lower_qonnx(path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    lw = lower_model(path)
+    assert [l.op for l in lw.graph.layers] == ["MVAU"]
+    out = lw.graph.tensors[lw.graph.output]
+    assert out.kind == "acc" and out.signed
+    x = np.arange(8 * 8 * 3).reshape(8, 8, 3) % 256
+    y = run_graph(lw.graph, x)[lw.graph.output]
+    np.testing.assert_array_equal(y, np.repeat(x.sum(-1, keepdims=True), 4, axis=-1))
 
 
 def test_missing_or_corrupt_model_file_is_refused(tmp_path):
