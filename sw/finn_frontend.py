@@ -207,7 +207,7 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
              MoveMulPastMaxPool(), MoveMulPastJoinAdd(), MoveMulPastJoinConcat(),
              AbsorbTransposeIntoMultiThreshold(), AbsorbTransposeIntoResize(),
              MoveTransposePastFork(), MoveTransposePastJoinConcat(), MoveTransposePastJoinAdd(),
-             AbsorbConsecutiveTransposes()]
+             AbsorbConsecutiveTransposes(), MakeMaxPoolNHWC(), MakeScaleResizeNHWC()]
     # FINN's Streamline() steps, in its order
     streamline = [ConvertSubToAdd(), ConvertDivToMul(), BatchNormToAffine(), ConvertSignToThres(),
                   MoveMulPastMaxPool(), AbsorbScalarBiasIntoMultiThreshold(),

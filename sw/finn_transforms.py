@@ -10,6 +10,7 @@ from qonnx.transformation.base import Transformation
 
 __all__ = ["RescaleConcatInputs", "LowerDeformableConv", "LowerChannelShuffle",
            "MoveScalarMulPastDataMovers", "ExplicitSplitSizes", "ExplicitConvAttributes",
+           "match_channel_shuffle",
            "rescale_thresholds"]
 
 
@@ -173,6 +174,26 @@ class MoveScalarMulPastDataMovers(Transformation):
         return model, False
 
 
+def match_channel_shuffle(model, r1):
+    """``(transpose, reshape, groups)`` when ``Reshape r1`` starts torch's channel shuffle as
+    exported (``Reshape([N, g, C/g, H, W])`` -> ``Transpose([0, 2, 1, 3, 4])`` ->
+    ``Reshape([N, C, H, W])``), else ``None``."""
+    tr = model.find_consumer(r1.output[0])
+    if tr is None or tr.op_type != "Transpose" or len(model.find_consumers(r1.output[0])) != 1:
+        return None
+    r2 = model.find_consumer(tr.output[0])
+    if r2 is None or r2.op_type != "Reshape":
+        return None
+    in_shape = model.get_tensor_shape(r1.input[0])
+    mid = model.get_tensor_shape(r1.output[0])
+    out_shape = model.get_tensor_shape(r2.output[0])
+    perm = next((list(helper.get_attribute_value(a)) for a in tr.attribute if a.name == "perm"), [])
+    if (len(in_shape) != 4 or len(mid) != 5 or perm != [0, 2, 1, 3, 4]
+            or list(out_shape) != list(in_shape) or mid[1] * mid[2] != in_shape[1]):
+        return None
+    return tr, r2, int(mid[1])
+
+
 class LowerChannelShuffle(Transformation):
     """torch's channel shuffle as exported (``Reshape([N, g, C/g, H, W])`` ->
     ``Transpose([0, 2, 1, 3, 4])`` -> ``Reshape([N, C, H, W])``, NCHW) to deflow's NHWC
@@ -182,25 +203,16 @@ class LowerChannelShuffle(Transformation):
     def apply(self, model):
         graph = model.graph
         for r1 in [n for n in graph.node if n.op_type == "Reshape"]:
-            tr = model.find_consumer(r1.output[0])
-            if tr is None or tr.op_type != "Transpose" or len(model.find_consumers(r1.output[0])) != 1:
+            match = match_channel_shuffle(model, r1)
+            if match is None:
                 continue
-            r2 = model.find_consumer(tr.output[0])
-            if r2 is None or r2.op_type != "Reshape":
-                continue
+            tr, r2, groups = match
             in_shape = model.get_tensor_shape(r1.input[0])
-            mid = model.get_tensor_shape(r1.output[0])
-            out_shape = model.get_tensor_shape(r2.output[0])
-            perm = next((list(helper.get_attribute_value(a)) for a in tr.attribute
-                         if a.name == "perm"), [])
-            if (len(in_shape) != 4 or len(mid) != 5 or perm != [0, 2, 1, 3, 4]
-                    or list(out_shape) != list(in_shape) or mid[1] * mid[2] != in_shape[1]):
-                continue
             n, c, h, w = in_shape
             x_nhwc, y_nhwc = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
             new = [helper.make_node("Transpose", [r1.input[0]], [x_nhwc], perm=[0, 2, 3, 1]),
                    helper.make_node("ChannelShuffle", [x_nhwc], [y_nhwc], domain="sw.qonnx_ops",
-                                    groups=int(mid[1]), name=f"{r1.name}_shuffle"),
+                                    groups=groups, name=f"{r1.name}_shuffle"),
                    helper.make_node("Transpose", [y_nhwc], [r2.output[0]], perm=[0, 3, 1, 2])]
             for t in (x_nhwc, y_nhwc):
                 model.set_tensor_shape(t, [n, h, w, c])

@@ -39,7 +39,7 @@ def small_graph(tmp_path_factory, request):
     model.eval()
     path = tmp_path_factory.mktemp("small") / "small.onnx"
     export_qonnx(model, path, input_shape=(1, 3, 128, 128))
-    graph = lower_qonnx(path)
+    graph = lower_qonnx(path, requant="within1")  # the demo's form: fits the Ultra96-V2 at 2,000 fps
     folding = choose_folding(graph, get_board("ultra96v2"), target_fps=2000, clock_mhz=200)
     return apply_folding(graph, folding)
 

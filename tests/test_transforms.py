@@ -1,4 +1,4 @@
-"""Streamlining transformations and lowering of the detector forms: golden model == qonnx
+"""deflow's own streamliner (`--frontend deflow`) and lowering of the detector forms: golden model ==
 execution of the streamlined integer graph, exactly, on real images; refusals name node + rule."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from torch import nn
 
 from sw.execute import compare_with_brevitas, run_graph, run_streamlined
 from sw.folding import apply_folding
-from sw.lower import CompileError, lower_qonnx, lower_streamlined, streamline_qonnx
+from sw.lower import CompileError, lower_streamlined, streamline_qonnx
+from sw.lower import lower_qonnx_deflow as lower_qonnx  # these test deflow's own streamliner
 
 
 class FormsNet(nn.Module):

@@ -22,6 +22,8 @@ from onnx import helper
 
 from qonnx.custom_op.base import CustomOp
 
+from sw.qonnx_ops.channel_shuffle import ChannelShuffle as NHWCChannelShuffle
+
 DOMAIN = "sw.transforms.ops"
 
 
@@ -59,18 +61,9 @@ class Requant(CustomOp):
         return [] if len(self.onnx_node.input) == 3 else [f"{self.onnx_node.name}: needs 3 inputs"]
 
 
-class ChannelShuffle(CustomOp):
-    """Channel shuffle of an NCHW tensor (see module docstring)."""
-
-    def get_nodeattr_types(self):
-        return {"groups": ("i", True, 1)}
-
-    def make_shape_compatible_op(self, model):
-        return helper.make_node("Identity", [self.onnx_node.input[0]], [self.onnx_node.output[0]])
-
-    def infer_node_datatype(self, model):
-        node = self.onnx_node
-        model.set_tensor_datatype(node.output[0], model.get_tensor_datatype(node.input[0]))
+class ChannelShuffle(NHWCChannelShuffle):
+    """Channel shuffle of an NCHW tensor (see module docstring); attributes, shape and type
+    rules as :class:`sw.qonnx_ops.channel_shuffle.ChannelShuffle`, the NHWC node."""
 
     def execute_node(self, context, graph):
         node = self.onnx_node
@@ -78,9 +71,6 @@ class ChannelShuffle(CustomOp):
         n, c, h, w = x.shape
         g = self.get_nodeattr("groups")
         context[node.output[0]] = x.reshape(n, g, c // g, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w)
-
-    def verify_node(self):
-        return []
 
 
 __all__ = ["Requant", "ChannelShuffle"]

@@ -173,22 +173,15 @@ class FuseChannelShuffle(Transformation):
     -> ``ChannelShuffle(groups=g)`` (torch's channel shuffle as exported)."""
 
     def apply(self, model):
+        from sw.finn_transforms import match_channel_shuffle
+
         for r1 in [n for n in model.graph.node if n.op_type == "Reshape"]:
-            tr = model.find_consumer(r1.output[0])
-            if tr is None or tr.op_type != "Transpose" or len(model.find_consumers(r1.output[0])) != 1:
+            match = match_channel_shuffle(model, r1)
+            if match is None:
                 continue
-            r2 = model.find_consumer(tr.output[0])
-            if r2 is None or r2.op_type != "Reshape":
-                continue
-            in_shape = model.get_tensor_shape(r1.input[0])
-            mid = model.get_tensor_shape(r1.output[0])
-            out_shape = model.get_tensor_shape(r2.output[0])
-            perm = list(attr(tr, "perm", []))
-            if (len(in_shape) != 4 or len(mid) != 5 or perm != [0, 2, 1, 3, 4]
-                    or list(out_shape) != list(in_shape) or mid[1] * mid[2] != in_shape[1]):
-                continue
+            tr, r2, groups = match
             node = helper.make_node("ChannelShuffle", [r1.input[0]], [r2.output[0]], domain=DOMAIN,
-                                    name=f"{r1.name}_shuffle", groups=int(mid[1]))
+                                    name=f"{r1.name}_shuffle", groups=groups)
             idx = list(model.graph.node).index(r1)
             for n in (r1, tr, r2):
                 model.graph.node.remove(n)
