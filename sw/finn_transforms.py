@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 from onnx import helper
-from qonnx.core.datatype import DataType
 from qonnx.transformation.base import Transformation
 
 __all__ = ["RescaleConcatInputs", "LowerDeformableConv", "LowerChannelShuffle",

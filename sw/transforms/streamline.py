@@ -35,7 +35,7 @@ from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.transformation.base import Transformation
 
-from sw.transforms.base import (attr, fail, get_scales, int_range, quant_params, scale_value,
+from sw.transforms.base import (fail, get_scales, int_range, quant_params, scale_value,
                                 set_scales)
 from sw.transforms.ops import DOMAIN
 
