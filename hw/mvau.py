@@ -19,6 +19,7 @@ from hw.memory_style import check_ram_style, memory_attrs
 __all__ = [
     "MVAU",
     "CreditedOutput",
+    "step_fold",
     "signed_bits",
     "value_range",
     "dot_range",
@@ -128,6 +129,17 @@ def _pack(values, bits: int) -> int:
 # --------------------------------------------------------------------------------------------
 # credit-counted output stage
 # --------------------------------------------------------------------------------------------
+
+def step_fold(m, fold, folds: int, issue) -> None:
+    """Count ``fold`` through ``0 .. folds-1`` (channel folds of one pixel), one step per cycle
+    in which ``issue`` is high; nothing to count for a single fold."""
+    if folds > 1:
+        with m.If(issue):
+            with m.If(fold == folds - 1):
+                m.d.sync += fold.eq(0)
+            with m.Else():
+                m.d.sync += fold.eq(fold + 1)
+
 
 class CreditedOutput(Elaboratable):
     """Output FIFO behind a stall-free pipeline of fixed latency, with credit counting.

@@ -9,7 +9,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.memory_style import check_ram_style, memory_attrs
-from hw.mvau import CreditedOutput, signed_bits, value_range
+from hw.mvau import CreditedOutput, signed_bits, step_fold, value_range
 
 __all__ = ["Requantizer"]
 
@@ -171,12 +171,7 @@ class Requantizer(wiring.Component):
             out.reserve.eq(issue),
             rom_rd.addr.eq(fold),
         ]
-        if folds > 1:
-            with m.If(issue):
-                with m.If(fold == folds - 1):
-                    m.d.sync += fold.eq(0)
-                with m.Else():
-                    m.d.sync += fold.eq(fold + 1)
+        step_fold(m, fold, folds, issue)
 
         # ---- stage 1: accumulator register, parameter ROM read ------------------------------
         acc1 = Signal(ln * ab)

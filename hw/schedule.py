@@ -382,21 +382,13 @@ def minimal_window_schedule(arrivals, *, ifm_dim: tuple[int, int], folds: int, k
     cycle after its newest pixel's last beat is written, ``K*K*folds`` beats back to back,
     output one cycle after each read. Pixel indices run on across frames (the hardware knows
     no frames)."""
-    from hw.window import _minimal_window_geometry, pixel_buffer_memory
+    from hw.window import minimal_window_spans
 
     a = _i64(arrivals)
     H, W = ifm_dim
     F = folds
     kkf = kernel * kernel * F
-    n_pix = pixel_buffer_memory(width=W, channels=F, lanes=1, bits=1,
-                                span=(kernel - 1) * dilation, stride=stride)[0]
-    rows_g, keep, cols = _minimal_window_geometry(ifm_dim=ifm_dim, kernel=kernel, stride=stride,
-                                                  pad=pad, dilation=dilation)
-    oldest1, newest1 = [], []
-    for oy, (lo, hi) in enumerate(rows_g):
-        for cl, ch in cols:
-            oldest1.append(lo * W + (0 if keep[oy] else cl))
-            newest1.append(hi * W + ch)
+    n_pix, oldest1, newest1 = minimal_window_spans(ifm_dim, kernel, stride, pad, dilation, F)
     oldest = (np.asarray(oldest1)[None, :] + H * W * np.arange(frames)[:, None]).reshape(-1).tolist()
     newest = (np.asarray(newest1)[None, :] + H * W * np.arange(frames)[:, None]).reshape(-1).tolist()
     bound = _row_bounds(a, F).tolist()

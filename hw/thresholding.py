@@ -9,7 +9,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.memory_style import check_ram_style, memory_attrs
-from hw.mvau import CreditedOutput, signed_bits, value_range
+from hw.mvau import CreditedOutput, signed_bits, step_fold, value_range
 
 __all__ = ["Thresholding", "threshold_geometry"]
 
@@ -214,12 +214,7 @@ class Thresholding(wiring.Component):
             issue.eq(out.can_reserve & self.i.valid),
             out.reserve.eq(issue),
         ]
-        if folds > 1:
-            with m.If(issue):
-                with m.If(fold == folds - 1):
-                    m.d.sync += fold.eq(0)
-                with m.Else():
-                    m.d.sync += fold.eq(fold + 1)
+        step_fold(m, fold, folds, issue)
 
         # stage inputs (combinational): valid, fold, per-lane value and bits found so far
         valid_in, fold_in = issue, fold

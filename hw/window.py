@@ -463,6 +463,24 @@ def _minimal_window_geometry(*, ifm_dim, kernel, stride, pad, dilation):
     return rows, keep, cols
 
 
+def minimal_window_spans(ifm_dim, kernel: int, stride: int, pad: int, dilation: int,
+                         folds: int) -> tuple[int, list[int], list[int]]:
+    """``(buffer pixels, oldest, newest)`` of the minimal window engine: how many pixels its
+    buffer holds, and for each output window (raster order) the index of the oldest pixel it
+    still needs and of the newest one it reads (pixels in raster order within the frame)."""
+    W = ifm_dim[1]
+    n_pix = pixel_buffer_memory(width=W, channels=folds, lanes=1, bits=1,
+                                span=(kernel - 1) * dilation, stride=stride)[0]
+    rows, keep, cols = _minimal_window_geometry(ifm_dim=ifm_dim, kernel=kernel, stride=stride,
+                                                pad=pad, dilation=dilation)
+    oldest, newest = [], []
+    for oy, (lo, hi) in enumerate(rows):
+        for cl, ch in cols:
+            oldest.append(lo * W + (0 if keep[oy] else cl))
+            newest.append(hi * W + ch)
+    return n_pix, oldest, newest
+
+
 def minimal_window_events(*, ifm_dim: tuple[int, int], folds: int, kernel: int, stride: int,
                           pad: int, dilation: int = 1) -> tuple[list[int], list[int]]:
     """Stall-free event model of one frame of :class:`MinimalSlidingWindowGenerator` from reset.
@@ -480,15 +498,7 @@ def minimal_window_events(*, ifm_dim: tuple[int, int], folds: int, kernel: int, 
     H, W = ifm_dim
     F = folds
     kkf = kernel * kernel * F
-    n_pix = pixel_buffer_memory(width=W, channels=F, lanes=1, bits=1,
-                                span=(kernel - 1) * dilation, stride=stride)[0]
-    rows, keep, cols = _minimal_window_geometry(ifm_dim=ifm_dim, kernel=kernel, stride=stride,
-                                                pad=pad, dilation=dilation)
-    oldest, newest = [], []
-    for oy, (lo, hi) in enumerate(rows):
-        for cl, ch in cols:
-            oldest.append(lo * W + (0 if keep[oy] else cl))
-            newest.append(hi * W + ch)
+    n_pix, oldest, newest = minimal_window_spans(ifm_dim, kernel, stride, pad, dilation, F)
     done: list[int] = []  # cycle in which pixel p's last beat is written
     starts: list[int] = []
     ends: list[int] = []
