@@ -14,8 +14,10 @@ the checkpoint lacks starts as an identity, so the warm-started network computes
 checkpoint's function, see :func:`identity_init_refine`). Adam, per-iteration schedule per phase:
 linear warmup over ``--warmup-epochs`` (from 10% of ``lr``), then cosine decay to 2% of ``lr``.
 ``--ema D``: exponential moving average of the float weights and BN statistics with decay
-``D * (1 - exp(-updates / 2000))`` (the ramp of YOLOv5's ``ModelEMA``); the float phase ends on
-the EMA weights (``float.pt``, the W4A8 start). CenterNet focal loss on the heatmap + L1 on size
+``D * (1 - exp(-updates / R))`` (the ramp of YOLOv5's ``ModelEMA``; ``R`` = ``--ema-ramp``,
+default 2000 iterations); the float phase ends on the EMA weights (``float.pt``, the W4A8 start).
+``--qat-ema D`` does the same in the W4A8 phase (learned activation scales included), which then
+ends on, and saves as ``final.pt``, the EMA weights. CenterNet focal loss on the heatmap + L1 on size
 (weight 0.1) and offset (weight 1) at object centres (Zhou et al., "Objects as Points", 2019).
 ``--eval-every K``: VOC6 mAP50 on ``val`` (the EMA weights when EMA is on) every K epochs and at
 the end of each phase, logged as ``val_map50``.
@@ -100,7 +102,9 @@ class ModelEMA:
     """Exponential moving average of a model's floating-point state (parameters and BN running
     statistics): ``ema = d * ema + (1 - d) * model`` after every optimizer step, with
     ``d = decay * (1 - exp(-updates / ramp))`` so early updates are not dominated by the start
-    weights (YOLOv5 ``utils/torch_utils.py: ModelEMA``). Integer buffers are copied."""
+    weights (YOLOv5 ``utils/torch_utils.py: ModelEMA``). Integer buffers are copied. A tensor that
+    enters the model's state later (a Brevitas ``ParameterFromRuntimeStatsScaling`` scale is left
+    out of ``state_dict`` until its first training step) starts from its first value."""
 
     def __init__(self, model: torch.nn.Module, decay: float, ramp: float = 2000.0, updates: int = 0):
         if not 0.0 < decay < 1.0:
@@ -114,8 +118,10 @@ class ModelEMA:
         self.updates += 1
         d = self.decay * (1.0 - math.exp(-self.updates / self.ramp))
         for k, v in model.state_dict().items():
-            e = self.state[k]
-            if e.dtype.is_floating_point:
+            e = self.state.get(k)
+            if e is None:  # a Brevitas activation scale enters the state after its first step
+                self.state[k] = v.detach().clone()
+            elif e.dtype.is_floating_point:
                 e.mul_(d).add_(v.detach(), alpha=1.0 - d)
             else:
                 e.copy_(v)
@@ -152,11 +158,13 @@ def val_map50(model, val_ds, batch_size: int = 64) -> float:
 
 def run_phase(model, loader, sampler, epochs, lr, device, log, phase, out_dir, args, rank,
               start_epoch=0, opt_state=None, sched_state=None, extra_meta=None,
-              iters_per_epoch=None, ema_decay=0.0, ema_state=None, val_ds=None, eval_every=0):
+              iters_per_epoch=None, ema_decay=0.0, ema_state=None, val_ds=None, eval_every=0,
+              ema_ramp=2000.0):
     """Train ``model`` for ``epochs`` epochs of ``iters_per_epoch`` iterations (default: the whole
     loader) with Adam, linear warmup (``args.warmup_epochs``) and per-iteration cosine decay
     (down to 2% of ``lr``); with ``ema_decay`` > 0 keep a :class:`ModelEMA` and return the
-    model holding the EMA weights. ``val_ds``/``eval_every``: log ``val_map50`` every
+    model holding the EMA weights (``ema_ramp``: the decay's ramp in iterations, see
+    :class:`ModelEMA`). ``val_ds``/``eval_every``: log ``val_map50`` every
     ``eval_every`` epochs and at the last epoch."""
     import itertools
 
@@ -178,7 +186,7 @@ def run_phase(model, loader, sampler, epochs, lr, device, log, phase, out_dir, a
         sched.load_state_dict(sched_state)
     ema = None
     if ema_decay > 0:
-        ema = ModelEMA(model, ema_decay)
+        ema = ModelEMA(model, ema_decay, ramp=ema_ramp)
         if ema_state is not None:
             ema.state = {k: v.to(device) for k, v in ema_state["state"].items()}
             ema.updates = ema_state["updates"]
@@ -294,6 +302,10 @@ def parse_args(argv=None):
                    help="linear lr warmup (epochs) at the start of each phase")
     p.add_argument("--ema", type=float, default=0.0,
                    help="EMA decay of the float weights (0: off; e.g. 0.999)")
+    p.add_argument("--qat-ema", type=float, default=0.0,
+                   help="EMA decay of the W4A8 weights and activation scales (0: off)")
+    p.add_argument("--ema-ramp", type=float, default=2000.0,
+                   help="iterations over which the EMA decay ramps up (1 - exp(-t/ramp))")
     p.add_argument("--eval-every", type=int, default=0,
                    help="val VOC6 mAP50 every K epochs (0: never)")
     p.add_argument("--epochs", type=int, default=3, help="W4A8 epochs (float epochs with --float)")
@@ -420,8 +432,8 @@ def main(argv=None) -> int:
         model = run_phase(model, loader, sampler, epochs, lr, device, log, phase, out_dir, args,
                           rank, start, opt_state, sched_state,
                           iters_per_epoch=args.qat_iters_per_epoch if quant else None,
-                          ema_decay=0.0 if quant else args.ema, ema_state=ema_state,
-                          val_ds=val_ds, eval_every=args.eval_every)
+                          ema_decay=args.qat_ema if quant else args.ema, ema_state=ema_state,
+                          val_ds=val_ds, eval_every=args.eval_every, ema_ramp=args.ema_ramp)
         if rank == 0 and phase == "float" and not args.float:
             save_checkpoint(out_dir / "float.pt", model.cpu(), {"phase": phase, "epoch": epochs,
                                                                 "args": vars(args), "log": log})

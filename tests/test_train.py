@@ -180,3 +180,31 @@ def test_resume_restores_the_ema_state(tmp_path):
     b, _ = load_checkpoint(tmp_path / "b" / "final.pt")
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_qat_ema_averages_the_w4a8_weights_and_resumes(tmp_path):
+    """--qat-ema: the W4A8 phase keeps an EMA (activation scales included); final.pt holds the
+    EMA state, last.pt carries it, and a resume of the finished run reproduces it."""
+    voc = make_voc(tmp_path / "voc")
+    args = ["--config", "small", "--head-form", "dw3x3", "--epochs", "3", "--batch-size", "2",
+            "--qat-ema", "0.9", "--ema-ramp", "1", "--voc-root", str(voc), "--skip-bad",
+            "--threads", "1"]
+    assert train_main(args + ["--out", str(tmp_path / "a")]) == 0
+    last = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    assert last["meta"]["phase"] == "w4a8"
+    assert last["meta"]["ema"]["updates"] == 3  # 3 epochs x 1 iteration (3 images, batch 2)
+    a, _ = load_checkpoint(tmp_path / "a" / "final.pt", expect_quant=True)
+    raw = last["state_dict"]
+    ema_state = last["meta"]["ema"]["state"]
+    scales = [k for k in ema_state if k.endswith("scaling_impl.value")]
+    assert scales  # the learned activation scales are averaged too
+    differ = [k for k, v in ema_state.items()
+              if v.dtype.is_floating_point and not torch.equal(v, raw[k])]
+    assert differ  # the EMA is not the raw weights
+    for k, v in a.state_dict().items():  # final.pt holds the EMA weights
+        assert torch.equal(v, ema_state[k]), k
+    assert train_main(args + ["--out", str(tmp_path / "b"),
+                              "--resume", str(tmp_path / "a" / "last.pt")]) == 0
+    b, _ = load_checkpoint(tmp_path / "b" / "final.pt")
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
