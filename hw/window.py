@@ -689,7 +689,7 @@ class MinimalSlidingWindowGenerator(SlidingWindowGenerator):
 
 
 class DeformableSampler(_LineBufferWindow):
-    """CoDeNet's hardware-friendly deformable 3x3 sampling (DESIGN.md default form).
+    """CoDeNet's hardware-friendly deformable 3x3 sampling (docs/contracts.md default form).
 
     For output pixel ``(y, x)`` (one per input pixel) with offset ``d`` the nine taps are
     ``(y + (ky-1)*d, x + (kx-1)*d)``; taps outside the image read 0.

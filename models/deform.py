@@ -1,4 +1,4 @@
-"""Hardware-friendly deformable 3x3 sampling (DESIGN.md default form, CoDeNet FPGA'21).
+"""Hardware-friendly deformable 3x3 sampling (docs/contracts.md default form, CoDeNet FPGA'21).
 
 One scalar integer offset ``d`` per output pixel dilates the 3x3 grid ("square" shape):
 
@@ -6,7 +6,7 @@ One scalar integer offset ``d`` per output pixel dilates the 3x3 grid ("square" 
 
 with ``d = offsets[n, 0, y, x]`` an integer in ``[0, max_offset]``. ``d = 0`` samples the centre
 nine times, ``d = 1`` is a plain 3x3 window. Eager mode rounds (half to even) and clips other
-offset values into that range first (the DESIGN.md form); the exported ONNX node and the golden
+offset values into that range first (the docs/contracts.md form); the exported ONNX node and the golden
 model require integers in range, which a QuantReLU with 3-bit unsigned output and scale 1.0
 guarantees. The bits are defined by
 ``sw.golden.deformable_sample``; this module is its differentiable PyTorch twin (tested equal).
@@ -144,7 +144,7 @@ def deform_sample(x: Tensor, offsets: Tensor, max_offset: int = DEFAULT_MAX_OFFS
         x: features ``[N, C, H, W]``.
         offsets: ``[N, 1, H, W]``, integer-valued in ``[0, max_offset]`` (float or int dtype).
             Other values are rounded (half to even) and clipped to ``[0, max_offset]`` first,
-            the DESIGN.md form, so that the op also works where offsets are not yet quantised
+            the docs/contracts.md form, so that the op also works where offsets are not yet quantised
             (e.g. Brevitas calibration mode, which disables activation quantisation).
         max_offset: N of the design (7 in CoDeNet).
 

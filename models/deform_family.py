@@ -17,14 +17,14 @@ form          sampling
               ``[0, N]``, dilates the 3x3 grid: tap ``(ky, kx)`` reads
               ``(y + (ky-1)*d, x + (kx-1)*d)``, bilinear sampling.
 "rounded"     "square" with ``d`` rounded to an integer (straight-through gradient): the
-              hardware default form of DESIGN.md, built on :mod:`models.deform`
+              hardware default form of docs/contracts.md, built on :mod:`models.deform`
               (``DeformSample``) so its QONNX export is the ``DeformableSample`` node followed
               by a grouped 1x1 ``Conv`` (docs/detector_contract.md, deformable row).
 ============  ==============================================================================
 
 Quantisation: with ``quant=True`` the weights of both convs are Brevitas per-channel; only the
 "rounded" form quantises its offsets (3-bit, scale 1.0), the other forms keep real offsets
-(they are accuracy ablations; the hardware runs "rounded" only, DESIGN.md). The clip of
+(they are accuracy ablations; the hardware runs "rounded" only, docs/contracts.md). The clip of
 "bounded"/"square" passes no gradient to offsets outside ``[0, N]`` (like a ReLU; the shared
 offset-conv weights still learn from the other pixels).
 

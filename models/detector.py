@@ -40,7 +40,7 @@ output differs pixel by pixel at stride 4 (it lowers to a sliding window + VVAU 
 backbone's depthwise convs). The refine block adds ``9 * D`` weights and ``(S/4)^2 * 9 * D`` MACs
 (small: 432 weights, 0.44 M MACs).
 
-Decoder forms (``decoder_form``): ``"rounded"`` (default, the DESIGN.md hardware form: one
+Decoder forms (``decoder_form``): ``"rounded"`` (default, the docs/contracts.md hardware form: one
 integer offset in [0, 7] per pixel from a 3-bit unsigned ``QuantReLU`` with scale 1.0, then
 ``DeformSample`` and a grouped 1x1 conv over the 9 taps), ``"plain"`` (regular depthwise 3x3),
 and the ablation forms ``"full"``, ``"depthwise"``, ``"bounded"``, ``"square"`` from
@@ -185,7 +185,7 @@ class ShuffleUnit(nn.Module):
 
 
 class RoundedDeform3x3(nn.Module):
-    """Hardware-default deformable depthwise 3x3 (DESIGN.md; models/slice.py pattern), before BN:
+    """Hardware-default deformable depthwise 3x3 (docs/contracts.md; models/slice.py pattern), before BN:
     offset conv C->1 k3 -> 3-bit unsigned ReLU (integer offsets 0..7) -> ``DeformSample`` ->
     grouped 1x1 conv 9C->C (groups=C, no bias). [N, C, H, W] -> [N, C, H, W]."""
 

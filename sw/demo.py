@@ -5,7 +5,7 @@ Steps (each printed as it runs):
 
 1. images: the first ``--frames`` images of the VOC ``val`` split (letterboxed to the config's
    input size, with their ground truth), or scikit-image's bundled photos (``chelsea``,
-   ``astronaut``, ``motorcycle_left``) where no VOC folder exists (DESIGN.md);
+   ``astronaut``, ``motorcycle_left``) where no VOC folder exists (docs/contracts.md);
 2. the checkpoint (default ``models/checkpoints/small_w4a8.pt``) -> Brevitas model -> QONNX
    (cached under ``build/demo/cache`` by the checkpoint's SHA-1);
 3. compile: lower to hardware layers, fold for ``--board`` at ``--fps`` (default a folding

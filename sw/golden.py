@@ -2,7 +2,7 @@
 
 Every function here takes and returns integer numpy arrays (int64) and is exact. The RTL of
 each layer in ``hw/`` must reproduce these values bit for bit, in the stream order stated
-here. Layout contract (DESIGN.md): NHWC, pixels in raster order, channels innermost; a stream
+here. Layout contract (docs/contracts.md): NHWC, pixels in raster order, channels innermost; a stream
 of ``C`` channels with ``L`` lanes carries one pixel as ``C/L`` beats, lane ``j`` of beat ``b``
 holding channel ``b*L + j``.
 
@@ -91,7 +91,7 @@ def sliding_window(
 
 
 def deformable_sample(x: np.ndarray, offsets: np.ndarray, max_offset: int, lanes: int = 1) -> np.ndarray:
-    """Hardware-friendly deformable sampling (DESIGN.md default form, CoDeNet FPGA'21).
+    """Hardware-friendly deformable sampling (docs/contracts.md default form, CoDeNet FPGA'21).
 
     For output pixel ``(y, x)`` with integer offset ``d = offsets[y, x]`` in ``[0, N]``, the
     3x3 taps are ``(y + (ky-1)*d, x + (kx-1)*d)`` for ``ky, kx`` in 0..2; taps outside the
