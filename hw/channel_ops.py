@@ -2,7 +2,7 @@
 
 All four keep NHWC raster order and move whole pixels; a stream of ``C`` channels with ``PE``
 lanes carries one pixel as ``C/PE`` beats, lane ``j`` of beat ``b`` holding channel
-``b*PE + j`` (docs/hw_conventions.md). Golden semantics: ``sw.golden.concat``,
+``b*PE + j`` (docs/hw_conventions.md). Golden semantics: ``hw.golden.concat``,
 ``channel_split``, ``channel_shuffle``, ``add`` (docs/detector_contract.md section 2).
 
 Concat and ChannelSplit only route beats (a beat counter selects the port), so they are
@@ -171,7 +171,7 @@ class ChannelShuffle(wiring.Component):
 
     Streams: ``i`` and ``o``: ``ArrayLayout(type, PE)`` frames ``[H, W, C]``, NHWC, ``F = C/PE``
     beats per pixel, lane ``l`` of beat ``b`` holding channel ``b*PE + l``
-    (``sw.golden.channel_shuffle``).
+    (``hw.golden.channel_shuffle``).
 
     Buffer: a ping-pong permuting buffer of two pixel slots in ``PE`` banks, each an
     ``amaranth.lib.memory.Memory`` of ``2*F`` words of ``bits`` bits (:meth:`buffer_memory`).
@@ -428,7 +428,7 @@ class ChannelShuffle(wiring.Component):
 
 
 class Add(wiring.Component):
-    """Element-wise saturating add of two streams in lockstep (``sw.golden.add``).
+    """Element-wise saturating add of two streams in lockstep (``hw.golden.add``).
 
     Parameters:
         channels: C of every port; ``C % lanes == 0``.

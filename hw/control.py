@@ -46,7 +46,7 @@ from amaranth import Cat, ClockDomain, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.hwgraph import HWGraph
+from hw.graph import HWGraph
 
 ADDR_BITS = 6
 """Width of ``s_axi_control_awaddr``/``araddr``: a 64-byte register window."""
@@ -245,7 +245,7 @@ class AcceleratorSystem(wiring.Component):
     ``in_width``/``out_width`` give them in bits.
 
     Args:
-        graph: folded :class:`~sw.hwgraph.HWGraph`.
+        graph: folded :class:`~hw.graph.HWGraph`.
         fifo_depths: passed to :class:`hw.top.Accelerator`.
     """
 

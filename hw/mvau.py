@@ -240,7 +240,7 @@ class MVAU(wiring.Component):
         ``i``: ``ArrayLayout(unsigned|signed(in_bits), SIMD)``; one input vector is
             ``SF = MW/SIMD`` beats, beat ``s`` lane ``j`` holding element ``s*SIMD + j``.
         ``o``: ``ArrayLayout(signed(acc_bits), PE)``; one output vector is ``NF = MH/PE``
-            beats, beat ``n`` lane ``p`` holding ``sw.golden.mvau(x, W)[n*PE + p]``.
+            beats, beat ``n`` lane ``p`` holding ``hw.golden.mvau(x, W)[n*PE + p]``.
 
     Folding and cycles: ``NF*SF`` cycles per vector (FINN's formula
     ``(MH/PE)*(MW/SIMD)*pixels``). Neuron fold 0 consumes the ``SF`` input beats and writes

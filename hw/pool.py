@@ -23,7 +23,7 @@ class MaxPool(wiring.Component):
         channels: C; ``C % lanes == 0``.
         lanes: PE, the lanes of the window stream (= the SWG's ``lanes``).
         bits, signed: element type. The contract pools unsigned (post-ReLU) tensors only,
-            because the SWG pads with 0 (``sw.golden.maxpool``); ``signed=True`` computes the
+            because the SWG pads with 0 (``hw.golden.maxpool``); ``signed=True`` computes the
             signed max of the window as given.
 
     Streams (docs/hw_conventions.md):
@@ -31,7 +31,7 @@ class MaxPool(wiring.Component):
             ``sliding_window(..., depthwise=True, lanes=PE)``: per output pixel ``C/PE`` folds,
             each ``K*K`` beats.
         ``o``: ``ArrayLayout(type, PE)``: per output pixel ``C/PE`` beats, lane ``j`` of beat
-            ``f`` = ``sw.golden.maxpool(windows)[..., f*PE + j]``.
+            ``f`` = ``hw.golden.maxpool(windows)[..., f*PE + j]``.
 
     Datapath: a running-max register per lane (loaded on tap 0), and an output register
     written on the last tap; ``i.ready`` is low only on a last tap while the output register

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sw.hwgraph import HWGraph, HWLayer
+from hw.graph import HWGraph, HWLayer
 
 
 def build_layer(graph: HWGraph, layer: HWLayer):

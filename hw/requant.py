@@ -28,7 +28,7 @@ def _int_vector(name: str, a, channels: int | None = None) -> np.ndarray:
 class Requantizer(wiring.Component):
     """``o[c] = clamp((acc[c] * M[c] + B[c]) >> S, out_min, out_max)``, per channel.
 
-    Exactly ``sw.golden.requantize`` (``>>`` is an arithmetic shift, i.e. floor division by
+    Exactly ``hw.golden.requantize`` (``>>`` is an arithmetic shift, i.e. floor division by
     ``2**S``; round-to-nearest is folded into ``B``). This is where batch norm, bias, weight
     and activation scales of a layer reach the hardware, after an MVAU or VVAU.
 

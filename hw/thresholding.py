@@ -90,7 +90,7 @@ def threshold_geometry(thresholds, channels: int, lanes: int, in_bits: int,
 class Thresholding(wiring.Component):
     """``y[c] = out_bias + #{i : x[c] >= T[c, i]}``, per channel: FINN's Thresholding.
 
-    Exactly :func:`sw.golden.thresholding` (qonnx's ``multithreshold``, ``>=``). Built as
+    Exactly :func:`hw.golden.thresholding` (qonnx's ``multithreshold``, ``>=``). Built as
     FINN's RTL thresholding (``finn-rtllib/thresholding/hdl/thresholding.sv``, Preusser): a
     pipelined binary search over the sorted thresholds, one comparison stage per result bit,
     the thresholds of each stage in their own ROM per lane, addressed by the channel fold and

@@ -1,4 +1,4 @@
-"""Top level: one Amaranth component per hardware layer of a folded :class:`~sw.hwgraph.HWGraph`,
+"""Top level: one Amaranth component per hardware layer of a folded :class:`~hw.graph.HWGraph`,
 stitched with FIFOs, behind an AXI-Stream slave (input frames) and master (output frames).
 
 Ports (Verilog names, AXI4-Stream as an AXI DMA expects them):
@@ -23,7 +23,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.registry import build_layer, expected_layer_cycles, layer_ports  # noqa: F401 (re-exported)
-from sw.hwgraph import HWGraph
+from hw.graph import HWGraph
 
 
 def _byte_width(bits: int) -> int:

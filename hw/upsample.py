@@ -15,7 +15,7 @@ __all__ = ["Upsample"]
 
 
 class Upsample(wiring.Component):
-    """Nearest upsampling: ``out[y, x] = in[y // f, x // f]`` (``sw.golden.upsample_nearest``).
+    """Nearest upsampling: ``out[y, x] = in[y // f, x // f]`` (``hw.golden.upsample_nearest``).
 
     Parameters:
         factor: f >= 1.

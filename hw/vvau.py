@@ -41,11 +41,11 @@ class VVAU(wiring.Component):
 
     Streams (``docs/hw_conventions.md``):
         ``i``: ``ArrayLayout(unsigned|signed(in_bits), PE)``, the depthwise window order of
-            ``sw.golden.sliding_window(..., depthwise=True, lanes=PE)`` (also
-            ``sw.golden.deformable_sample``): per pixel ``C/PE`` channel folds, each ``K*K``
+            ``hw.golden.sliding_window(..., depthwise=True, lanes=PE)`` (also
+            ``hw.golden.deformable_sample``): per pixel ``C/PE`` channel folds, each ``K*K``
             beats in kernel raster order, beat lane ``j`` holding channel ``f*PE + j``.
         ``o``: ``ArrayLayout(signed(acc_bits), PE)``: per pixel ``C/PE`` beats, lane ``j`` of
-            beat ``f`` holding ``sw.golden.vvau(...)[f*PE + j]``.
+            beat ``f`` holding ``hw.golden.vvau(...)[f*PE + j]``.
 
     Cycles: ``(C/PE)*K*K`` per pixel (FINN's VVAU formula), one input beat per cycle; the
     input is never reused, so no input buffer is needed.

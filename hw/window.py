@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.memory_style import check_ram_style, memory_attrs
 from hw.mvau import lut_multiplier
-from sw.golden import conv_output_dim
+from hw.golden import conv_output_dim
 
 __all__ = ["SlidingWindowGenerator", "MinimalSlidingWindowGenerator", "DeformableSampler",
            "minimal_window_events", "minimal_window_steady_cycles",
@@ -318,7 +318,7 @@ class SlidingWindowGenerator(_LineBufferWindow):
         ``[H, W, C]`` feature map, NHWC raster order, ``C/lanes`` beats per pixel.
     ``o``: ``Out(...)``, same payload: per output pixel (``OH x OW`` in raster order) the window,
         standard order ``(ky, kx, C/lanes)`` or depthwise order ``(C/lanes, ky, kx)``, each beat
-        ``lanes`` consecutive channels; exactly ``sw.golden.sliding_window(x, kernel, stride,
+        ``lanes`` consecutive channels; exactly ``hw.golden.sliding_window(x, kernel, stride,
         pad, dilation, depthwise, lanes)`` flattened. Frames follow back to back.
 
     Resources: one memory of ``rows = (K-1)*dilation + 1 + stride`` row slots x W x C/lanes
@@ -709,7 +709,7 @@ class DeformableSampler(_LineBufferWindow):
     ``offsets``: ``In(stream.Signature(ArrayLayout(unsigned(offset_bits), 1)))``: one offset per
         output pixel, raster order. It may arrive late or early (one is buffered).
     ``o``: per output pixel, depthwise order ``(C/lanes, 9, lanes)``; exactly
-        ``sw.golden.deformable_sample(x, offsets, max_offset, lanes)`` flattened.
+        ``hw.golden.deformable_sample(x, offsets, max_offset, lanes)`` flattened.
 
     Resources: one memory of ``rows = 2N+2`` row slots x W x C/lanes words of ``lanes*bits``
     bits (:attr:`buffer_words`); rows ``y-N .. y+N`` serve output row ``y`` while row

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from sw.hwgraph import write_text_atomic
+from hw.graph import write_text_atomic
 
 #: the forms in Table 1 order: plain 3x3, then the deformable forms towards the hardware one
 FORMS = ("plain", "full", "depthwise", "bounded", "square", "rounded")

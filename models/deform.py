@@ -9,7 +9,7 @@ nine times, ``d = 1`` is a plain 3x3 window. Eager mode rounds (half to even) an
 offset values into that range first (the docs/contracts.md form); the exported ONNX node and the golden
 model require integers in range, which a QuantReLU with 3-bit unsigned output and scale 1.0
 guarantees. The bits are defined by
-``sw.golden.deformable_sample``; this module is its differentiable PyTorch twin (tested equal).
+``hw.golden.deformable_sample``; this module is its differentiable PyTorch twin (tested equal).
 
 The output is meant to feed a grouped 1x1 convolution with ``groups = C`` (9 inputs per group),
 which is exactly a depthwise 3x3 convolution over the sampled taps.

@@ -2,7 +2,7 @@
 
 All three are one-input, one-output stream components, so one testbench drives them. The
 pytest side (``tests/test_hw_{mvau,vvau,requant}.py``) packs the input beats, computes the
-expected output lanes with ``sw/golden.py`` and passes them through
+expected output lanes with ``hw/golden.py`` and passes them through
 :func:`sim.runner.load_tb_config`:
 
 ``in_words``

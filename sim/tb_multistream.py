@@ -6,7 +6,7 @@ every output port drained by its own :class:`sim.streams.StreamSink` (independen
 back-pressure). Config (from :func:`sim.runner.load_tb_config`):
 
 * ``inputs``: ``{port: [packed beats, all frames]}``.
-* ``outputs``: ``{port: [packed expected beats, all frames]}`` (``sw.golden``).
+* ``outputs``: ``{port: [packed expected beats, all frames]}`` (``hw.golden``).
 * ``frame_out_beats``: ``{port: output beats per frame}``.
 * ``runs``: list of ``{"in_stall", "out_bp", "seed"}``; each run resets the DUT and streams all
   frames with those stall/back-pressure probabilities.

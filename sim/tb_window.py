@@ -4,7 +4,7 @@ Works for ``SlidingWindowGenerator`` (port ``i`` -> ``o``) and ``DeformableSampl
 ``i`` and ``offsets`` -> ``o``). Config (from :func:`sim.runner.load_tb_config`):
 
 * ``in_words``: packed input beats of all frames; ``off_words``: packed offsets or ``None``.
-* ``exp_words``: packed expected output beats (``sw.golden``), all frames.
+* ``exp_words``: packed expected output beats (``hw.golden``), all frames.
 * ``frame_out_beats``: output beats per frame.
 * ``runs``: list of ``{"in_stall", "off_stall", "out_bp", "seed"}``; each run resets the DUT
   and streams all frames with those stall/back-pressure probabilities.

@@ -83,7 +83,7 @@ def layer_rows(graph, estimates, mac_busy: dict | None = None, interval: int | N
     """Per-layer table of one folded graph.
 
     Args:
-        graph: folded :class:`sw.hwgraph.HWGraph`.
+        graph: folded :class:`hw.graph.HWGraph`.
         estimates: :func:`sw.estimate.estimate` of ``graph`` (same layer order).
         mac_busy: ``{layer: cycles}`` MAC-busy cycles per frame (RTL, averaged over the run), or None.
         interval: measured steady-state frame interval (cycles), or None.
@@ -171,7 +171,7 @@ def run_yosys(graph, board_name: str, out_dir: Path, timeout_s: float) -> dict:
     from amaranth.back import rtlil
 
     from hw.top import Accelerator
-    from sw.hwgraph import write_text_atomic
+    from hw.graph import write_text_atomic
     from sw.resources import SynthesisError, report
 
     t0 = time.time()
@@ -326,7 +326,7 @@ def simulate_slowest_layers(graph, frames: list[np.ndarray], top_k: int = 2,
     each frame (real images) and its output is compared with the golden model's.
 
     Args:
-        graph: folded :class:`sw.hwgraph.HWGraph`.
+        graph: folded :class:`hw.graph.HWGraph`.
         frames: input images ``[H, W, 3]`` uint8 of the graph's size (at least 2 for a
             steady-state interval).
         top_k: layers by decreasing expected cycles.
@@ -341,7 +341,7 @@ def simulate_slowest_layers(graph, frames: list[np.ndarray], top_k: int = 2,
     """
     from sw.estimate import estimate
     from sw.execute import run_graph
-    from sw.hwgraph import HWGraph
+    from hw.graph import HWGraph
     from sw.rtlsim import simulate
 
     est = sorted(estimate(graph), key=lambda e: -e.cycles)[:top_k]
@@ -731,7 +731,7 @@ def write_results(results: dict, out: Path) -> dict:
     """
     import fcntl
 
-    from sw.hwgraph import write_text_atomic
+    from hw.graph import write_text_atomic
 
     results["elapsed_s"] = round(time.time() - results["_t0"], 1)
     data = {k: v for k, v in results.items() if not k.startswith("_")}

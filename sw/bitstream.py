@@ -94,7 +94,7 @@ def load_graph(model: str | None = None, folding: str | None = None,
         BitstreamError: both a build dir and a model given, or a missing file.
     """
     from sw.folding import apply_folding, load_folding
-    from sw.hwgraph import HWGraph
+    from hw.graph import HWGraph
     from sw.lower import lower_qonnx
 
     if build_dir:
@@ -182,7 +182,7 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
     from hw.control import AcceleratorSystem
     from sw.boards import get_board
     from sw.driver import SPEC_FILE, AcceleratorSpec
-    from sw.hwgraph import write_text_atomic
+    from hw.graph import write_text_atomic
 
     board = get_board(board_name)
     system = AcceleratorSystem(graph, fifo_depths)

@@ -65,7 +65,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     from sw.boards import get_board
     from sw.estimate import estimate
     from sw.folding import apply_folding, load_folding
-    from sw.hwgraph import write_text_atomic
+    from hw.graph import write_text_atomic
     from sw.frontend import finn_folding_to_deflow, lower_model
     from sw.report import write_report
 

@@ -176,7 +176,7 @@ def run_demo(args) -> int:
     from sw.estimate import bottleneck, estimate, format_table, totals
     from sw.execute import compare_with_brevitas, run_graph
     from sw.folding import apply_folding
-    from sw.hwgraph import write_text_atomic
+    from hw.graph import write_text_atomic
     from sw.lower import lower_qonnx
 
     t0 = time.time()

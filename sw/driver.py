@@ -266,7 +266,7 @@ class SimBackend:
     registers are read over AXI4-Lite at the end.
 
     Args:
-        source: a folded ``sw.hwgraph.HWGraph``, or a folder written by ``deflow compile``
+        source: a folded ``hw.graph.HWGraph``, or a folder written by ``deflow compile``
             (``hw_graph.json``, and ``fifo_depths.json`` when present).
         fifo_depths: passed to the accelerator (default: the compiled folder's, else the
             accelerator's own).
@@ -285,7 +285,7 @@ class SimBackend:
     def __init__(self, source, *, fifo_depths=None, clock_mhz: float = 200.0,
                  cycle_limit: int | None = None, backpressure: float = 0.0, stall: float = 0.0,
                  build_root=None):
-        from sw.hwgraph import HWGraph
+        from hw.graph import HWGraph
 
         if isinstance(source, (str, os.PathLike)):
             p = Path(source)

@@ -54,7 +54,7 @@ import functools
 import math
 from dataclasses import asdict, dataclass, field
 
-from sw.hwgraph import HWGraph, HWLayer
+from hw.graph import HWGraph, HWLayer
 
 #: FINN's MVAU/VVAU control-logic constant (LUTs) and LUTRAM depth threshold (words)
 C0_LUTS = 300

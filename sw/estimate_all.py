@@ -96,7 +96,7 @@ def export_config(name: str, onnx_dir: Path, dynamo: bool = True, force: bool = 
         calibrate(model, torch.from_numpy(calib.transpose(0, 3, 1, 2).astype("float32")))
     export_qonnx(model, path, input_shape=(1, 3, size, size), dynamo=dynamo)
     dt = time.time() - t0
-    from sw.hwgraph import write_text_atomic
+    from hw.graph import write_text_atomic
 
     write_text_atomic(meta_path, json.dumps(meta | {"export_s": round(dt, 1)}, indent=1))
     return path, dt
@@ -168,7 +168,7 @@ def format_summary(rows: list[dict]) -> str:
 
 def write_summary(rows: list[dict], out: Path) -> None:
     """``summary.json`` and ``summary.md`` in ``out``, each written atomically."""
-    from sw.hwgraph import write_text_atomic
+    from hw.graph import write_text_atomic
 
     write_text_atomic(out / "summary.json", json.dumps(rows, indent=1))
     write_text_atomic(out / "summary.md", format_summary(rows))

@@ -1,4 +1,4 @@
-"""Execute a lowered :class:`~sw.hwgraph.HWGraph` with the golden integer model.
+"""Execute a lowered :class:`~hw.graph.HWGraph` with the golden integer model.
 
 This is the bit-level reference for the whole accelerator: RTL simulation of the generated
 top level must produce exactly :func:`run_graph`'s output stream.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sw import golden
-from sw.hwgraph import HWGraph
+from hw import golden
+from hw.graph import HWGraph
 
 
 def _lanes_of_vvau(graph: HWGraph, window_tensor: str) -> int:
@@ -31,7 +31,7 @@ def run_graph(graph: HWGraph, x: np.ndarray, keep_all: bool = False) -> dict[str
 
     Returns:
         ``{tensor name: array}``; feature tensors are ``[H, W, C]``, accumulators
-        ``[H, W, C]``, window tensors in their stream order (see :mod:`sw.golden`).
+        ``[H, W, C]``, window tensors in their stream order (see :mod:`hw.golden`).
 
     Raises:
         golden.GoldenModelError: input shape or values that break the contract.

@@ -42,7 +42,7 @@ import numpy as np
 
 from hw import schedule as S
 from sw.fifosizing import MIN_DEPTH, SLACK
-from sw.hwgraph import HWGraph, HWLayer
+from hw.graph import HWGraph, HWLayer
 
 #: frames the model streams: the first one's fill plus two in the steady state
 DEFAULT_FRAMES = 3

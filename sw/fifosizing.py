@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.top import default_fifo_depths
-from sw.hwgraph import HWGraph, write_text_atomic
+from hw.graph import HWGraph, write_text_atomic
 
 MAX_SIZING_DEPTH = 1 << 15
 SLACK = 2  # entries above the measured peak: the FIFO's own read-register and one in flight

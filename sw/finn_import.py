@@ -1,4 +1,4 @@
-"""FINN's hardware-layer graph to deflow's stream graph (:class:`~sw.hwgraph.HWGraph`).
+"""FINN's hardware-layer graph to deflow's stream graph (:class:`~hw.graph.HWGraph`).
 
 Each FINN node of the dataflow part of a :class:`~sw.finn_frontend.FinnLowering` becomes the
 deflow layers that implement it, one Amaranth component each:
@@ -34,7 +34,7 @@ import numpy as np
 from qonnx.custom_op.registry import getCustomOp
 
 from sw.finn_frontend import FinnLowering, hw_op_type
-from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+from hw.graph import HWGraph, HWLayer, TensorInfo
 from sw.lower import acc_bits, insert_duplicates
 from sw.transforms.base import CompileError
 
@@ -342,7 +342,7 @@ def output_scale(lowering: FinnLowering, shape) -> float | list[float] | None:
 def _is_identity(thresholds: np.ndarray, bias: int, xin: TensorInfo, out_dt) -> bool:
     """Whether a Thresholding returns every value of its input type unchanged, checked
     outright over that type's range (inputs of at most 16 bits) and with equal output type."""
-    from sw.golden import thresholding
+    from hw.golden import thresholding
 
     if xin.bits > 16 or out_dt.bitwidth() != xin.bits or out_dt.signed() != xin.signed:
         return False

@@ -29,7 +29,7 @@ def load_folder(folder: Path):
             unreadable.
     """
     from sw.fifosizing import load_depths
-    from sw.hwgraph import HWGraph
+    from hw.graph import HWGraph
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hw.memory_style import RAM_STYLES
 from hw.window import WINDOW_BUFFERS
-from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+from hw.graph import HWGraph, HWLayer, TensorInfo
 from sw.lower import CompileError
 
 

@@ -1,6 +1,6 @@
 """The compiler's front end: which lowering a model takes, and what it leaves for the host.
 
-Two front ends produce the :class:`~sw.hwgraph.HWGraph` the back end builds:
+Two front ends produce the :class:`~hw.graph.HWGraph` the back end builds:
 
 * ``finn`` (:mod:`sw.finn_frontend` + :mod:`sw.finn_import`): FINN's own transformations, for
   any common Brevitas export and for ONNX files FINN has already lowered (after
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from sw.hwgraph import HWGraph
+from hw.graph import HWGraph
 from sw.transforms.base import CompileError
 
 __all__ = ["Lowered", "lower_model", "finn_folding_to_deflow",

@@ -1,4 +1,4 @@
-"""Lower a QONNX export of a Brevitas model to the hardware-layer graph (:mod:`sw.hwgraph`).
+"""Lower a QONNX export of a Brevitas model to the hardware-layer graph (:mod:`hw.graph`).
 
 Two stages:
 
@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 from qonnx.core.modelwrapper import ModelWrapper
 
-from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+from hw.graph import HWGraph, HWLayer, TensorInfo
 from sw.transforms.base import CompileError, attr, get_scales
 from sw.transforms.streamline import MULTIPLIER_BITS, SUPPORTED_WEIGHT_BITS  # noqa: F401
 
@@ -165,7 +165,7 @@ class _Lowerer:
     def window(self, node, x: str, k, stride, pad, dilation, depthwise) -> str:
         xin = self.tensors[x]
         h, w, c = xin.shape
-        from sw.golden import conv_output_dim
+        from hw.golden import conv_output_dim
 
         oh, ow = conv_output_dim(h, k, stride, pad, dilation), conv_output_dim(w, k, stride, pad, dilation)
         src = f"{node.name}_windows"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sw.boards import Board
 from sw.estimate import LayerEstimate, totals
-from sw.hwgraph import HWGraph, write_text_atomic
+from hw.graph import HWGraph, write_text_atomic
 
 #: ops whose memory holds parameters (weights, requantisation constants); others buffer pixels
 WEIGHT_OPS = ("MVAU", "VVAU", "Requant", "Thresholding")

@@ -254,7 +254,7 @@ def report(verilog: Path, top: str, board_name: str, out_dir: Path, *, timeout_s
     Returns:
         the JSON content: board, part, family, counts, utilisation, fits, yosys seconds.
     """
-    from sw.hwgraph import write_text_atomic
+    from hw.graph import write_text_atomic
 
     board = get_board(board_name)
     family = family_for(board)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sw.execute import run_graph
-from sw.hwgraph import HWGraph, TensorInfo
+from hw.graph import HWGraph, TensorInfo
 
 
 @dataclass

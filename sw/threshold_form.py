@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sw.hwgraph import HWGraph
+from hw.graph import HWGraph
 
 __all__ = ["fit_requant", "choose_threshold_forms", "REQUANT_MODES", "MULTIPLIER_BITS",
            "MAX_SHIFT"]

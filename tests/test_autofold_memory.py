@@ -12,7 +12,7 @@ from sw.autofold import _candidates, _fit, fold_for_target, memory_lut_floor
 from sw.boards import get_board
 from sw.estimate import layer_resources, lutram_luts_for, mem_style_of
 from sw.folding import apply_folding
-from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+from hw.graph import HWGraph, HWLayer, TensorInfo
 from sw.lower import CompileError
 from test_estimate import small_graph
 

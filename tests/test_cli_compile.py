@@ -11,7 +11,7 @@ from sw.autofold import choose_folding
 from sw.boards import BOARDS, get_board
 from sw.cli import DEFAULT_SLICE_FOLDING, main
 from sw.estimate import estimate, totals
-from sw.hwgraph import HWGraph
+from hw.graph import HWGraph
 from sw.lower import lower_qonnx
 
 REPORT = {"estimates.json", "estimates.md", "estimates.png", "folding.json", "hw_graph.json",

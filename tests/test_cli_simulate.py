@@ -32,7 +32,7 @@ def test_simulate_json_on_a_compiled_folder(slice_folder, val_images, tmp_path, 
     assert res["interval_cycles"] == 9216 and res["interval_cycles"] <= 1.01 * res["ii_cycles"]
     # the first frame, fill included, is the analytical model's with always-valid input
     from sw.fifo_analytic import schedule_graph
-    from sw.hwgraph import HWGraph
+    from hw.graph import HWGraph
 
     _, _, ends = schedule_graph(HWGraph.load(slice_folder / "hw_graph.json"), frames=2, period=0)
     assert res["first_frame_cycles"] == ends[0] + 1

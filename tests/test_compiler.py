@@ -173,7 +173,7 @@ def test_missing_or_corrupt_model_file_is_refused(tmp_path):
 def test_hw_graph_round_trips_through_json(slice_onnx, tmp_path):
     g = apply_folding(lower_qonnx(slice_onnx), load_folding(SLICE_FOLDING))
     g.save(tmp_path / "g.json")
-    from sw.hwgraph import HWGraph
+    from hw.graph import HWGraph
 
     g2 = HWGraph.load(tmp_path / "g.json")
     x = np.random.default_rng(0).integers(0, 256, (64, 64, 3))

@@ -1,6 +1,6 @@
 """The deformable 3x3 family (models/deform_family.py) against independent references:
 ONNX's reference DeformConv for "full", direct Python loops for the other forms, and
-sw.golden.deformable_sample for the hardware ("rounded") form."""
+hw.golden.deformable_sample for the hardware ("rounded") form."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from models.deform_family import FORMS, DeformConv3x3, sample_offsets18, sample_square
-from sw.golden import deformable_sample as golden_deformable_sample
+from hw.golden import deformable_sample as golden_deformable_sample
 
 N_MAX = 7
 

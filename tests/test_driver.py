@@ -135,7 +135,7 @@ def test_sim_backend_reads_a_compiled_folder_and_refuses_bad_arguments(tmp_path,
 
 def test_spec_keeps_a_per_channel_output_scale():
     # the detector's merged heads are quantised per channel: accel.json must carry all C scales
-    from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+    from hw.graph import HWGraph, HWLayer, TensorInfo
 
     rq = HWLayer("rq", "Requant", ["acc"], ["y"],
                  attrs={"shift": 8, "out_min": -128, "out_max": 127, "channels": 3,

@@ -13,7 +13,7 @@ from sw.boards import get_board
 from sw.estimate import (analytic_cycles, bottleneck, bram18_for, estimate, layer_resources,
                          totals, uram_for)
 from sw.folding import apply_folding
-from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+from hw.graph import HWGraph, HWLayer, TensorInfo
 from sw.report import REPORT_FILES, report_data, write_report
 
 

@@ -17,7 +17,7 @@ from sw.autofold import _fit, memory_lut_floor
 from sw.boards import get_board
 from sw.estimate import bram18_for, layer_resources, lutram_luts_for, mux_luts
 from sw.folding import MEMORY_OPS, apply_folding
-from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+from hw.graph import HWGraph, HWLayer, TensorInfo
 from sw.lower import CompileError
 from test_hw_memory_style import memories
 

@@ -1,4 +1,4 @@
-"""Golden functions of the detector's extra layers (sw/golden.py) against PyTorch."""
+"""Golden functions of the detector's extra layers (hw/golden.py) against PyTorch."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sw import golden
+from hw import golden
 
 
 def nchw(x):

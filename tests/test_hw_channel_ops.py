@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Concat, ChannelSplit, ChannelShuffle and Add (hw/channel_ops.py) against sw/golden.py.
+"""Concat, ChannelSplit, ChannelShuffle and Add (hw/channel_ops.py) against hw/golden.py.
 
 Several frames back to back, every output beat compared bit for bit, in runs with random
 input stalls (independent per input) and output back-pressure (independent per output);
@@ -17,7 +17,7 @@ from hw.channel_ops import Add, ChannelShuffle, ChannelSplit, Concat
 from sim.runner import icarus_available
 from sim.streams import pack_lanes
 from sim.tb_multistream import FREE, STALLS, free_run_cycles, run_multistream
-from sw import golden
+from hw import golden
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 ICARUS = pytest.param("icarus", marks=pytest.mark.skipif(not icarus_available(),

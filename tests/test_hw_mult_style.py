@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""MVAU ``mult_style="dsp"`` (two products per multiplier, hw/mvau.py) against sw/golden.mvau.
+"""MVAU ``mult_style="dsp"`` (two products per multiplier, hw/mvau.py) against hw/golden.mvau.
 
 The packing identity is checked exhaustively in Python; the RTL bit for bit under stalls
 and back-pressure (unsigned and signed inputs, an odd PE so one lane is unpaired), with
@@ -14,7 +14,7 @@ import pytest
 from hw.mvau import MVAU
 from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
-from sw import golden
+from hw import golden
 
 
 @pytest.mark.parametrize("in_signed", [False, True])

@@ -1,4 +1,4 @@
-"""MVAU RTL (hw/mvau.py) against sw/golden.mvau on Verilator, with stalls and back-pressure."""
+"""MVAU RTL (hw/mvau.py) against hw/golden.mvau on Verilator, with stalls and back-pressure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from amaranth.back import verilog
 from hw.mvau import MVAU, accumulator_bits, dot_range
 from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
-from sw import golden
+from hw import golden
 
 # instances built only to read their attributes (or refused) are never elaborated
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

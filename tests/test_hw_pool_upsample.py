@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""MaxPool (hw/pool.py) and Upsample (hw/upsample.py) against sw/golden.py.
+"""MaxPool (hw/pool.py) and Upsample (hw/upsample.py) against hw/golden.py.
 
 Several frames back to back, every output beat compared bit for bit, with random input
 stalls and output back-pressure; the stall-free run's cycles are compared with
@@ -23,7 +23,7 @@ from hw.window import SlidingWindowGenerator
 from sim.runner import icarus_available
 from sim.streams import pack_lanes
 from sim.tb_multistream import free_run_cycles, run_multistream
-from sw import golden
+from hw import golden
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 ICARUS = pytest.param("icarus", marks=pytest.mark.skipif(not icarus_available(),

@@ -9,7 +9,7 @@ from hw.channel_ops import Add, ChannelShuffle, ChannelSplit, Concat
 from hw.pool import MaxPool
 from hw.registry import build_layer, expected_layer_cycles, layer_ports
 from hw.upsample import Upsample
-from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+from hw.graph import HWGraph, HWLayer, TensorInfo
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 

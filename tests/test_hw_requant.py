@@ -1,4 +1,4 @@
-"""Requantizer RTL (hw/requant.py) against sw/golden.requantize, with stalls and back-pressure."""
+"""Requantizer RTL (hw/requant.py) against hw/golden.requantize, with stalls and back-pressure."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hw.requant import Requantizer
 from sim.runner import icarus_available
 from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
-from sw import golden
+from hw import golden
 
 # instances built only to read their attributes (or refused) are never elaborated
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

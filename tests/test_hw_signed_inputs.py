@@ -1,6 +1,6 @@
 # amaranth: UnusedElaboratable=no
 """MVAU and VVAU with signed int8 inputs and int4 weights (ShuffleNetV2: a depthwise conv with
-no ReLU emits int8 that feeds the next 1x1 conv) against sw/golden.py, bit for bit.
+no ReLU emits int8 that feeds the next 1x1 conv) against hw/golden.py, bit for bit.
 
 Inputs hit both ends of int8 (-128 and 127), weights both ends of int4 (-8 and 7), so the
 products and accumulators reach their extreme signed values; runs with stalls and
@@ -17,7 +17,7 @@ from hw.vvau import VVAU
 from sim.runner import icarus_available
 from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
-from sw import golden
+from hw import golden
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 ICARUS = pytest.param("icarus", marks=pytest.mark.skipif(not icarus_available(),

@@ -1,4 +1,4 @@
-"""Thresholding RTL (hw/thresholding.py) against sw/golden.thresholding, and the golden function
+"""Thresholding RTL (hw/thresholding.py) against hw/golden.thresholding, and the golden function
 against qonnx's MultiThreshold, with stalls and back-pressure; exact cycle counts; refusals;
 the HWGraph op through hw/registry, sw/execute, sw/folding and sw/estimate."""
 
@@ -15,11 +15,11 @@ from hw.thresholding import Thresholding
 from sim.runner import icarus_available
 from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
-from sw import golden
+from hw import golden
 from sw.estimate import analytic_cycles, bram18_for, layer_resources, lutram_luts_for
 from sw.execute import run_graph
 from sw.folding import apply_folding
-from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+from hw.graph import HWGraph, HWLayer, TensorInfo
 
 # instances built only to read their attributes (or refused) are never elaborated
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

@@ -1,4 +1,4 @@
-"""VVAU RTL (hw/vvau.py) against sw/golden.vvau on Verilator, with stalls and back-pressure."""
+"""VVAU RTL (hw/vvau.py) against hw/golden.vvau on Verilator, with stalls and back-pressure."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from amaranth.back import verilog
 from hw.vvau import VVAU
 from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
-from sw import golden
+from hw import golden
 
 # instances built only to read their attributes (or refused) are never elaborated
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Window generators (hw/window.py) against sw/golden.py on Verilator.
+"""Window generators (hw/window.py) against hw/golden.py on Verilator.
 
 Every case streams several frames back to back and compares every output beat bit for bit
 with the golden model, in runs with random input stalls and output back-pressure (including
@@ -19,7 +19,7 @@ from amaranth.back import verilog
 from hw.window import DeformableSampler, MinimalSlidingWindowGenerator, SlidingWindowGenerator
 from sim.runner import icarus_available, run_cocotb
 from sim.streams import pack_lanes
-from sw import golden
+from hw import golden
 
 FREE = {"in_stall": 0.0, "off_stall": 0.0, "out_bp": 0.0, "seed": 0}
 STALLS = [

@@ -14,11 +14,11 @@ from models.data import DataError, load_image_nhwc, sample_images, to_nchw_float
 from models.deform import DeformSample, _sample, deform_sample
 from models.export import export_qonnx, run_qonnx
 from models.slice import INPUT_SIZE, MAX_OFFSET, build_slice_model
-from sw.golden import deformable_sample as golden_deformable_sample
+from hw.golden import deformable_sample as golden_deformable_sample
 
 
 def golden_nchw(x: np.ndarray, off: np.ndarray, max_offset: int) -> np.ndarray:
-    """sw.golden.deformable_sample per batch item, as NCHW [N, C*9, H, W]."""
+    """hw.golden.deformable_sample per batch item, as NCHW [N, C*9, H, W]."""
     n, c, h, w = x.shape
     out = []
     for i in range(n):

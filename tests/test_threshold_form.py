@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sw.golden import requantize, thresholding
+from hw.golden import requantize, thresholding
 from sw.threshold_form import choose_threshold_forms, fit_requant
 
 
@@ -50,7 +50,7 @@ def test_one_interior_threshold_has_no_requantiser():
 @pytest.mark.parametrize("mode,expect", [("exact", "thresholding"), ("within1", "requant"),
                                          ("never", None)])
 def test_modes_on_a_graph(mode, expect):
-    from sw.hwgraph import HWGraph, HWLayer, TensorInfo
+    from hw.graph import HWGraph, HWLayer, TensorInfo
 
     lo, hi = -(1 << 14), (1 << 14) - 1
     t = _levels_first_reached(1 / 97.3, 11.2, 255, lo, hi)[None]
@@ -70,7 +70,7 @@ def test_modes_on_a_graph(mode, expect):
 
 
 def test_unknown_mode_is_refused():
-    from sw.hwgraph import HWGraph
+    from hw.graph import HWGraph
 
     with pytest.raises(ValueError, match="requantiser mode"):
         choose_threshold_forms(HWGraph([], {}, "a", "a"), None, "sometimes")

@@ -7,7 +7,7 @@ Node (domain ``sw.qonnx_ops``)::
 
 NHWC, as FINN's hardware layers are: output channel ``j*g + i`` is input channel ``i*C/g + j``
 (torch's ``x.view(N, g, C/g, H, W).transpose(1, 2)``), the values of
-``sw.golden.channel_shuffle``. FINN has no hardware layer for it;
+``hw.golden.channel_shuffle``. FINN has no hardware layer for it;
 :class:`sw.finn_transforms.LowerChannelShuffle` puts it in the graph and deflow's
 ``ChannelShuffle`` component implements it.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from onnx import helper
 from qonnx.custom_op.base import CustomOp
 
-from sw.golden import channel_shuffle
+from hw.golden import channel_shuffle
 
 
 class ChannelShuffle(CustomOp):

@@ -7,7 +7,7 @@ Node (domain ``sw.qonnx_ops``, version 1)::
 
 Output channel ``c*9 + ky*3 + kx`` holds ``x[n, c, y + (ky-1)*d, x + (kx-1)*d]`` (0 outside the
 image) with ``d = offsets[n, 0, y, x]``, an integer in ``[0, max_offset]``. The values are
-computed by ``sw.golden.deformable_sample`` (the single definition of the bits); ``x`` may be any
+computed by ``hw.golden.deformable_sample`` (the single definition of the bits); ``x`` may be any
 float tensor (a Quant output is integer * scale) and is sampled exactly (see ``execute_node``);
 offsets must be integers in range or execution fails with a message naming the node.
 """
@@ -19,11 +19,11 @@ from onnx import helper
 
 from qonnx.custom_op.base import CustomOp
 
-from sw.golden import GoldenModelError, deformable_sample
+from hw.golden import GoldenModelError, deformable_sample
 
 
 class DeformableSample(CustomOp):
-    """qonnx CustomOp for ``models.deform.deform_sample`` / ``sw.golden.deformable_sample``."""
+    """qonnx CustomOp for ``models.deform.deform_sample`` / ``hw.golden.deformable_sample``."""
 
     def get_nodeattr_types(self):
         return {"max_offset": ("i", True, 7)}

@@ -10,7 +10,7 @@ under ``qonnx.core.onnx_exec.execute_onnx`` (qonnx resolves the domain as this m
     evaluated with Python-exact int64 arithmetic (``x`` must be integer-valued). This is
     batch norm, bias, weight/activation scales and ReLU of one layer as one per-channel
     integer affine map (FINN folds the same into thresholds; the hardware requantiser
-    computes this form directly, see :func:`sw.golden.requantize`).
+    computes this form directly, see :func:`hw.golden.requantize`).
 ``ChannelShuffle(x) -> y``, attr ``groups``: ShuffleNet's channel shuffle, executed as the
     torch ``view(n, g, c//g, h, w).transpose(1, 2).reshape(n, c, h, w)`` it was fused from.
 """
