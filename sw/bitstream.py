@@ -265,7 +265,11 @@ def add_bitstream_parser(subparsers) -> argparse.ArgumentParser:
     from sw.boards import BOARDS
 
     b = subparsers.add_parser("bitstream", help="Verilog + Vivado Tcl + Yosys report for a "
-                              "board; the bitstream itself where Vivado is on PATH")
+                              "board; the bitstream itself where Vivado is on PATH",
+                              description="Write into --out the accelerator system's Verilog "
+                              "(deflow_system.v), a Vivado batch script (build.tcl), the Yosys "
+                              "resource report (resources.md/json) and deploy/ (driver, "
+                              "accel.json); with Vivado on PATH also deploy/deflow.bit and .hwh.")
     b.add_argument("--board", required=True, help=f"one of {', '.join(BOARDS)}")
     b.add_argument("--model", default=None,
                    help=f"QONNX .onnx or a built-in model ({', '.join(MODELS)}; default {DEFAULT_MODEL})")
@@ -274,16 +278,16 @@ def add_bitstream_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--fps", type=float, default=None,
                    help="folding target when the folding is chosen for the board "
                         "(default: the fastest that fits)")
-    b.add_argument("--build-dir", default=None, help="a `deflow compile` output folder instead of --model")
+    b.add_argument("--build-dir", default=None, help="a `deflow compile` output folder instead of --model (default: none)")
     b.add_argument("--fifo-depths", default=None,
                    help="FIFO depths JSON (default: the build dir's fifo_depths.json if any)")
     b.add_argument("--out", default=None, help="output folder (default build/bitstream/<board>; replaced whole)")
-    b.add_argument("--mhz", type=float, default=None,
+    b.add_argument("--clock-mhz", type=float, default=None,
                    help="fabric clock in MHz (default: the board's, sw/boards.py)")
     b.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="Vivado launch_runs jobs")
     b.add_argument("--no-yosys", action="store_true", help="skip the Yosys resource estimate")
-    b.add_argument("--yosys-timeout", type=float, default=3600, help="seconds (default 3600)")
-    b.add_argument("--vivado-timeout", type=float, default=6 * 3600, help="seconds (default 21600)")
+    b.add_argument("--yosys-timeout", type=float, default=3600, help="seconds Yosys may run")
+    b.add_argument("--vivado-timeout", type=float, default=6 * 3600, help="seconds Vivado may run")
     b.set_defaults(func=cmd_bitstream)
     return b
 
@@ -302,12 +306,12 @@ def cmd_bitstream(args) -> int:
         out = Path(args.out or REPO_ROOT / "build" / "bitstream" / board.name)
         say("[1/3] model -> folded hardware graph")
         graph = load_graph(args.model, args.folding, args.build_dir, board=board,
-                           fps=args.fps, clock_mhz=args.mhz)
+                           fps=args.fps, clock_mhz=args.clock_mhz)
         depths = load_fifo_depths(args.build_dir, args.fifo_depths)
-        say(f"[2/3] {board.name} ({board.part}, {board.ps}, {args.mhz or board.fabric_mhz:g} MHz): "
+        say(f"[2/3] {board.name} ({board.part}, {board.ps}, {args.clock_mhz or board.fabric_mhz:g} MHz): "
               f"Verilog, Vivado Tcl{'' if args.no_yosys else ', Yosys estimate'} -> {out}")
         res = prepare(board.name, graph, out, jobs=args.jobs, yosys=not args.no_yosys,
-                      yosys_timeout_s=args.yosys_timeout, clock_mhz=args.mhz,
+                      yosys_timeout_s=args.yosys_timeout, clock_mhz=args.clock_mhz,
                       fifo_depths=depths)
     except (BoardError, BitstreamError, BoardFlowError, FileNotFoundError) as exc:
         print(f"deflow bitstream: error: {exc}", file=sys.stderr)

@@ -184,32 +184,62 @@ def cmd_compile(args) -> int:
     return 0
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with every option's default: argparse's ``(default: X)`` appended unless the
+    help text already says what the default is (``default: the board's``)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), or ``unknown`` from a bare tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("deflow")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def main(argv: list[str] | None = None) -> int:
     from sw.lower import CompileError
 
-    p = argparse.ArgumentParser(prog="deflow", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("compile", help="QONNX model -> hardware graph, estimates, Verilog")
+    p = argparse.ArgumentParser(
+        prog="deflow", description="deflow: quantised CNN detectors (Brevitas QONNX) to "
+        "streaming dataflow accelerators, verified bit for bit in RTL simulation. "
+        "`deflow COMMAND --help` lists each command's options with their defaults.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    c = sub.add_parser("compile", help="QONNX model -> hardware graph, estimates, Verilog",
+                       description="Lower a QONNX model through FINN's front end, fold it for a "
+                       "board, estimate cycles and resources, size the FIFOs and write Verilog "
+                       "into --out: hw_graph.json, folding.json, estimates.md/json/png, "
+                       "fifo_depths.json, deflow_top.v.")
     c.add_argument("model", help="QONNX .onnx file (batch 1, fixed shape)")
-    c.add_argument("--folding", default=None, help="FINN-format folding JSON (else chosen for --board)")
+    c.add_argument("--folding", default=None, help="FINN-format folding JSON (default: chosen for --board)")
     c.add_argument("--board", default=None, help="board to fold for / report against "
                    "(pynq-z2, ultra96v2, zcu104, kv260; default ultra96v2 with --folding)")
-    c.add_argument("--fps", type=float, default=None, help="target frames/s (default: fastest that fits)")
-    c.add_argument("--clock-mhz", type=float, default=None, help="accelerator clock (default: the board's)")
+    c.add_argument("--fps", type=float, default=None, help="target frames/s at the clock (default: the fastest folding that fits)")
+    c.add_argument("--clock-mhz", type=float, default=None, help="accelerator clock in MHz (default: the board's)")
     c.add_argument("--no-verilog", action="store_true", help="skip the Verilog (estimates only)")
     c.add_argument("--out", required=True, help="output folder (replaced whole, only on success)")
     c.add_argument("--frontend", choices=("finn", "deflow"), default="finn",
-                   help="FINN's transformations with deflow's rewrites for what FINN lacks "
-                   "(default), or deflow's earlier streamliner, for comparison")
+                   help="FINN's transformations with deflow's rewrites for what FINN lacks, "
+                   "or deflow's earlier streamliner, for comparison")
     c.add_argument("--input-scale", default="auto",
                    help="the model's input is pixels (0..255) times this; auto: 1 when the "
                    "input quantiser has scale 1, else 1/255 (images in [0, 1))")
     c.add_argument("--requant", choices=("exact", "within1", "never"), default="exact",
                    help="where an activation's threshold set becomes a requantiser (one "
-                   "multiplier instead of 2**bits-1 thresholds per channel): only where exact "
-                   "(default), also where it moves some accumulator values by one LSB, or never")
+                   "multiplier instead of 2**bits-1 thresholds per channel): only where exact, "
+                   "also where it moves some accumulator values by one LSB, or never")
     c.add_argument("--fifo-sizing", choices=("analytical", "simulation"), default="analytical",
-                   help="FIFO depths from the layers' cycle models (default, seconds) or by an "
+                   help="FIFO depths from the layers' cycle models (seconds) or by an "
                    "RTL simulation (minutes)")
     c.set_defaults(func=cmd_compile)
     from sw.bitstream import add_bitstream_parser
@@ -219,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     add_demo_parser(sub)
     add_simulate_parser(sub)
     add_bitstream_parser(sub)
+    for sp in sub.choices.values():  # every option's default in its --help line
+        sp.formatter_class = HelpFormatter
     args = p.parse_args(argv)
     try:
         return args.func(args)

@@ -164,7 +164,7 @@ def test_fake_vivado_gets_the_batch_command(compiled_dir, tmp_path, monkeypatch)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin:/bin")
     out = tmp_path / "kv260"
     rc = _run(["--board", "kv260", "--build-dir", str(compiled_dir), "--out", str(out),
-               "--no-yosys", "--jobs", "5", "--mhz", "150"])
+               "--no-yosys", "--jobs", "5", "--clock-mhz", "150"])
     assert rc == EXIT_OK
     assert (out / "argv.txt").read_text().split("\n")[:-1] == [
         "-mode", "batch", "-nojournal", "-log", "vivado.log", "-source", "build.tcl",
