@@ -168,3 +168,50 @@ def test_installed_data_files_sit_beside_their_modules(installed, tmp_path):
     r = _run([str(installed / "python"), "-c", script], cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith(str(installed.parent)), r.stdout
+
+
+# ---- the documents a clone ships -----------------------------------------------------------
+
+DOCS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]
+#: a path inside the project written in backticks or as a link target: `sw/cli.py`, `hw/boards/`
+_PATH_RE = re.compile(r"(?:`|\]\()((?:hw|sw|models|sim|tests|docs)/[\w./-]*?)(?:[`)#]|:\w)")
+
+
+def test_readme_is_a_guide_of_at_most_200_lines():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, len(lines)
+    head = "\n".join(lines[:40])
+    assert "What is not real yet" in head and "Vivado" in head
+
+
+def _exists(path: str) -> bool:
+    """A file or folder of the tree; ``sw/execute.run_graph`` (module.name) names sw/execute.py."""
+    if (REPO / path.rstrip("/")).exists():
+        return True
+    stem, _, name = path.rpartition("/")[2].partition(".")
+    return bool(name) and name not in _EXTENSIONS and \
+        (REPO / path.rpartition("/")[0] / f"{stem}.py").is_file()
+
+
+_EXTENSIONS = {"py", "md", "json", "cpp", "pt", "onnx", "v", "txt", "png", "npy", "toml"}
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_doc_paths_exist(doc):
+    """Every project path a document names (in backticks or as a link) exists in the tree, and
+    links to other documents resolve."""
+    text = (REPO / doc).read_text()
+    named = set(_PATH_RE.findall(text))
+    for target in re.findall(r"\]\(([\w./-]+\.md)\)", text):  # relative links between docs
+        named.add(str((REPO / doc).parent.joinpath(target).resolve().relative_to(REPO)))
+    missing = sorted(p for p in named if "*" not in p and not _exists(p))
+    assert not missing, f"{doc} names paths that do not exist: {missing}"
+
+
+def test_nothing_points_outside_the_repository():
+    """No file of the project refers to design notes outside the clone (../shared/...); the VOC
+    folder's runtime default is the one allowed mention of a sibling folder."""
+    out = subprocess.run(["git", "grep", "-n", "-I", "-E", r"DESIGN\.md|\.\./shared/", "--",
+                          ".", ":!tests/test_package.py"], cwd=REPO, capture_output=True, text=True)
+    bad = [line for line in out.stdout.splitlines() if "voc2012-subset" not in line]
+    assert not bad, bad
