@@ -1,5 +1,5 @@
 """Image data for models/: the VOC folder (by option, env var or the shared default) and a
-fallback to real photographs bundled with scikit-image (docs/contracts.md, "Data").
+fallback to real photographs bundled with scikit-image (docs/contracts.md, "Tools and data").
 
 The VOC folder is never copied into the repository; it is only read.
 """
