@@ -215,3 +215,29 @@ def test_nothing_points_outside_the_repository():
                           ".", ":!tests/test_package.py"], cwd=REPO, capture_output=True, text=True)
     bad = [line for line in out.stdout.splitlines() if "voc2012-subset" not in line]
     assert not bad, bad
+
+
+def test_every_imported_library_is_a_declared_dependency():
+    """Each third-party module the package imports (board-side scripts aside) comes from a
+    distribution pyproject.toml lists, or from finn-plus, which `make setup` installs with
+    --no-deps (its pins cannot resolve beside torch 2.13)."""
+    import ast
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    declared = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    declared.add("finn-plus")
+    dists = packages_distributions()
+    imported = set()
+    for f in tree_files():
+        if f.endswith(".py") and not f.startswith(BOARD_SIDE):
+            for node in ast.walk(ast.parse((REPO / f).read_text())):
+                if isinstance(node, ast.Import):
+                    imported.update(a.name.split(".")[0] for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imported.add(node.module.split(".")[0])
+    third = imported - set(sys.stdlib_module_names) - set(PACKAGE_ROOTS)
+    undeclared = {m: dists.get(m) for m in sorted(third)
+                  if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & declared}
+    assert not undeclared, f"imported but not in pyproject's dependencies: {undeclared}"
