@@ -49,7 +49,7 @@ from sw.boards import Board
 from sw.estimate import MEM_STYLES, analytic_cycles, layer_resources
 from sw.folding import MEMORY_OPS, STREAM_OPS, apply_folding, stream_op_channel_counts
 from hw.graph import HWGraph, HWLayer, write_text_atomic
-from sw.transforms.base import CompileError
+from sw.lower import CompileError
 
 #: share of each board resource the folding may use (routing and the DMA/PS glue need the rest)
 UTILISATION = 0.9

@@ -801,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     from sw.estimate import bottleneck, estimate
     from sw.estimate_all import available_configs, export_config
     from sw.folding import apply_folding
-    from sw.lower import CompileError, lower_qonnx_deflow
+    from sw.lower import CompileError, lower_qonnx
 
     configs = a.configs or (["small"] if a.quick else list(DEFAULT_CONFIGS))
     boards = a.boards or (["ultra96v2"] if a.quick else list(DEFAULT_BOARDS))
@@ -841,8 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_description(f"{name}: export + lower")
         onnx, t_exp = export_config(name, Path(a.onnx_cache))
         t0 = time.time()
-        # deflow's streamliner until FINN's front end lowers the max-pool stem (codenet256, 512)
-        graphs[name] = lower_qonnx_deflow(onnx)
+        graphs[name] = lower_qonnx(onnx)
         R["tools"][name] = {"export_s (0 = cached)": round(t_exp, 1), "lower_s": round(time.time() - t0, 1)}
         bar.update(1)
         for b in boards:

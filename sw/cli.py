@@ -23,7 +23,7 @@ DEFAULT_SLICE_FOLDING = REPO_ROOT / "sw" / "configs" / "slice_folding.json"
 def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
                   board: str | None = None, fps: float | None = None,
                   clock_mhz: float | None = None, verilog: bool = True,
-                  fifo_sizing: str = "analytical", log=print, frontend: str = "finn",
+                  fifo_sizing: str = "analytical", log=print,
                   input_scale: float | str = "auto", requant: str = "exact") -> dict:
     """Lower, fold, estimate, report and (optionally) emit Verilog for a QONNX model.
 
@@ -80,10 +80,10 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
         raise FileNotFoundError(f"model {onnx_path} does not exist")
     b = get_board(board or "ultra96v2")
     clock = float(clock_mhz or b.fabric_mhz)
-    front = lower_model(onnx_path, frontend, input_scale, requant)
+    front = lower_model(onnx_path, input_scale, requant)
     lowered = front.graph
     distance = None
-    if front.frontend == "finn" and not json.loads(front.files["frontend.json"])["from_finn_hw_graph"]:
+    if not json.loads(front.files["frontend.json"])["from_finn_hw_graph"]:
         from sw.fifo_analytic import random_frames
         from sw.frontend import brevitas_distance
 
@@ -97,8 +97,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
             "identical")
     if folding_path is not None:
         cfg = load_folding(folding_path)
-        if front.frontend == "finn":
-            cfg = finn_folding_to_deflow(cfg, lowered)
+        cfg = finn_folding_to_deflow(cfg, lowered)
     elif front.folding:  # an ONNX that FINN lowered and folded: keep its PE/SIMD
         cfg = finn_folding_to_deflow(front.folding, lowered)
     else:
@@ -166,7 +165,7 @@ def cmd_compile(args) -> int:
     folding = Path(args.folding) if args.folding else None
     res = compile_model(Path(args.model), folding, Path(args.out), board=args.board,
                         fps=args.fps, clock_mhz=args.clock_mhz, verilog=not args.no_verilog,
-                        fifo_sizing=args.fifo_sizing, frontend=args.frontend,
+                        fifo_sizing=args.fifo_sizing,
                         input_scale=_scale_arg(args.input_scale), requant=args.requant)
     t = res["report"]["totals"]
     print(format_table(res["estimates"]))
@@ -228,9 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--clock-mhz", type=float, default=None, help="accelerator clock in MHz (default: the board's)")
     c.add_argument("--no-verilog", action="store_true", help="skip the Verilog (estimates only)")
     c.add_argument("--out", required=True, help="output folder (replaced whole, only on success)")
-    c.add_argument("--frontend", choices=("finn", "deflow"), default="finn",
-                   help="FINN's transformations with deflow's rewrites for what FINN lacks, "
-                   "or deflow's earlier streamliner, for comparison")
     c.add_argument("--input-scale", default="auto",
                    help="the model's input is pixels (0..255) times this; auto: 1 when the "
                    "input quantiser has scale 1, else 1/255 (images in [0, 1))")

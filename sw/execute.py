@@ -103,23 +103,6 @@ def _nchw(x: np.ndarray) -> np.ndarray:
     return np.asarray(x)[None].transpose(0, 3, 1, 2).astype(np.float32)
 
 
-def run_streamlined(model, image: np.ndarray) -> np.ndarray:
-    """Execute the streamlined integer graph (:func:`sw.lower.streamline_qonnx`) with qonnx.
-
-    Args:
-        model: streamlined ``ModelWrapper``.
-        image: ``[H, W, 3]`` uint8 pixels.
-
-    Returns:
-        the integer output ``[H, W, C]`` (int64), comparable with :func:`run_graph`.
-    """
-    from qonnx.core.onnx_exec import execute_onnx
-
-    iname, oname = model.graph.input[0].name, model.graph.output[0].name
-    y = execute_onnx(model, {iname: _nchw(image)})[oname]
-    return np.asarray(y)[0].transpose(1, 2, 0).astype(np.int64)
-
-
 def compare_with_brevitas(model_or_onnx, graph: HWGraph, images: np.ndarray) -> dict:
     """Distance of the golden integer model from the Brevitas float model, in output LSB.
 

@@ -41,7 +41,7 @@ from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
-from sw.transforms.base import CompileError
+from sw.lower import CompileError
 
 __all__ = ["FinnLowering", "finn_lower", "finn_partition", "HW_DOMAIN", "host_input_scale",
            "is_hw_node", "hw_op_type"]
@@ -175,7 +175,7 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
     from finn.transformation.streamline.absorb import (AbsorbConsecutiveTransposes,
                                                        AbsorbTransposeIntoMultiThreshold,
                                                        AbsorbTransposeIntoResize)
-    from finn.transformation.streamline.reorder import (MakeMaxPoolNHWC, MakeScaleResizeNHWC,
+    from finn.transformation.streamline.reorder import (MakeScaleResizeNHWC,
                                                         MoveAddPastConv, MoveAddPastMul,
                                                         MoveLinearPastFork,
                                                         MoveMulPastJoinAdd,
@@ -200,6 +200,7 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
     from finn.transformation.fpgadataflow.convert_to_hw.split import InferSplitLayer
 
     from sw.finn_transforms import (ExplicitSplitSizes, LowerDeformableConv,
+                                    MakeMaxPoolNHWCUnforked, MergeForkedTransposes,
                                     MoveScalarMulPastDataMovers, RescaleConcatInputs)
 
     moves = [RescaleConcatInputs(), MoveScalarMulPastDataMovers(), MoveLinearPastFork(),
@@ -207,7 +208,8 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
              MoveMulPastMaxPool(), MoveMulPastJoinAdd(), MoveMulPastJoinConcat(),
              AbsorbTransposeIntoMultiThreshold(), AbsorbTransposeIntoResize(),
              MoveTransposePastFork(), MoveTransposePastJoinConcat(), MoveTransposePastJoinAdd(),
-             AbsorbConsecutiveTransposes(), MakeMaxPoolNHWC(), MakeScaleResizeNHWC()]
+             AbsorbConsecutiveTransposes(), MergeForkedTransposes(), MakeMaxPoolNHWCUnforked(),
+             MakeScaleResizeNHWC()]
     # FINN's Streamline() steps, in its order
     streamline = [ConvertSubToAdd(), ConvertDivToMul(), BatchNormToAffine(), ConvertSignToThres(),
                   MoveMulPastMaxPool(), AbsorbScalarBiasIntoMultiThreshold(),
@@ -243,7 +245,8 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
     model = settle(model)
     model = model.transform(LowerDeformableConv())
     model = model.transform(LowerConvsToMatMul())
-    model = model.transform(MakeMaxPoolNHWC())
+    model = model.transform(MergeForkedTransposes())
+    model = model.transform(MakeMaxPoolNHWCUnforked())
     model = model.transform(MakeScaleResizeNHWC())
     model = settle(model)
     # FINN's StreamingSplit before rounding: a standard Split hides its outputs' integer type,
@@ -323,6 +326,12 @@ def finn_lower(model: ModelWrapper | str | Path, input_scale: float | str = "aut
     from sw.finn_transforms import ExplicitConvAttributes, LowerChannelShuffle
 
     model = _load(model)
+    for vi in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                for d in vi.type.tensor_type.shape.dim]
+        if not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
+            raise CompileError(f"graph input {vi.name!r} has a dynamic or unknown shape {dims}; "
+                               "export with a fixed batch-1 NCHW shape")
     for node in model.graph.node:  # the exported name survives FINN's renaming, for messages
         node.doc_string = f"{SOURCE_TAG}{node.name or node.op_type}"
     try:

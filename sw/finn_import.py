@@ -30,13 +30,14 @@ sign; scales live in FINN's thresholds and in the host epilogue. Weights keep FI
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from qonnx.custom_op.registry import getCustomOp
 
 from sw.finn_frontend import FinnLowering, hw_op_type
 from hw.graph import HWGraph, HWLayer, TensorInfo
-from sw.lower import acc_bits, insert_duplicates
-from sw.transforms.base import CompileError
+from sw.lower import CompileError
 
 __all__ = ["hwgraph_from_finn", "SUPPORTED_FINN_OPS"]
 
@@ -375,3 +376,37 @@ def hwgraph_from_finn(lowering: FinnLowering) -> HWGraph:
             attributes the component does not take (asymmetric padding, non-square kernels).
     """
     return _Importer(lowering).run()
+
+
+def acc_bits(in_bits: int, in_signed: bool, w_bits: int, n: int) -> int:
+    """Accumulator width (bits, signed) for ``n`` products of an input and a weight: enough for
+    ``n * max|x| * max|w|`` (FINN's data-type bound for the MVAU accumulator)."""
+    in_mag = 2 ** (in_bits - 1) if in_signed else 2**in_bits - 1
+    bound = in_mag * 2 ** (w_bits - 1) * n
+    return int(math.ceil(math.log2(bound + 1))) + 1
+
+
+def insert_duplicates(layers: list[HWLayer], tensors: dict[str, TensorInfo], uname) -> None:
+    """A stream read by n > 1 layers gets a chain of n - 1 two-way Duplicate layers (FINN's
+    DuplicateStreams, two outputs each), inserted after its producer; ``uname(base)`` names
+    them."""
+    for tname in list(tensors):
+        readers = [l for l in layers if tname in l.inputs]
+        if len(readers) <= 1:
+            continue
+        info = tensors[tname]
+        prod = next((j for j, l in enumerate(layers) if tname in l.outputs), -1)
+        src, pos = tname, prod + 1
+        for i, reader in enumerate(readers):
+            if i == len(readers) - 1:
+                reader.inputs = [src if t == tname else t for t in reader.inputs]
+                continue
+            branch = f"{tname}_dup{i}"
+            rest = f"{tname}_rest{i}" if i < len(readers) - 2 else f"{tname}_dup{i + 1}"
+            for n in (branch, rest):
+                tensors[n] = TensorInfo(n, info.shape, info.bits, info.signed, info.scale, info.kind)
+            layers.insert(pos, HWLayer(uname("Duplicate"), "Duplicate", [src], [branch, rest],
+                                       dict(bits=info.bits, signed=info.signed), source_node=""))
+            pos += 1
+            reader.inputs = [branch if t == tname else t for t in reader.inputs]
+            src = rest

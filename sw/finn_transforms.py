@@ -9,7 +9,7 @@ from qonnx.transformation.base import Transformation
 
 __all__ = ["RescaleConcatInputs", "LowerDeformableConv", "LowerChannelShuffle",
            "MoveScalarMulPastDataMovers", "ExplicitSplitSizes", "ExplicitConvAttributes",
-           "match_channel_shuffle",
+           "match_channel_shuffle", "MergeForkedTransposes", "MakeMaxPoolNHWCUnforked",
            "rescale_thresholds"]
 
 
@@ -268,3 +268,56 @@ class ExplicitConvAttributes(Transformation):
                 if name not in have:
                     node.attribute.append(helper.make_attribute(name, value))
         return model, False
+
+
+class MergeForkedTransposes(Transformation):
+    """A tensor read only by Transposes of one ``perm`` (two or more of them) is transposed
+    once, and the fork moves after that single Transpose.
+
+    FINN's ``MoveTransposePastFork`` goes the other way (one Transpose before a fork becomes one
+    per branch); after ``LowerConvsToMatMul`` a forked NCHW tensor, such as the max-pool output
+    that both branches of a stride-2 ShuffleNetV2 unit read, has one NCHW->NHWC Transpose per
+    branch, and nothing in FINN merges them. ``MakeMaxPoolNHWC`` then needs a single consumer.
+    """
+
+    def apply(self, model):
+        graph, changed = model.graph, False
+        outputs = {o.name for o in graph.output}
+        for tensor in dict.fromkeys(i for n in graph.node for i in n.input):  # graph order
+            readers = model.find_consumers(tensor)
+            if len(readers) < 2 or any(r.op_type != "Transpose" for r in readers):
+                continue
+            perms = {tuple(next(a.ints for a in r.attribute if a.name == "perm")) for r in readers}
+            if len(perms) != 1 or any(r.output[0] in outputs for r in readers[1:]):
+                continue
+            keep = readers[0]
+            for r in readers[1:]:
+                for n in graph.node:
+                    n.input[:] = [keep.output[0] if i == r.output[0] else i for i in n.input]
+                graph.node.remove(r)
+            changed = True
+        return model, changed
+
+
+class MakeMaxPoolNHWCUnforked(Transformation):
+    """FINN's ``MakeMaxPoolNHWC`` applied only to MaxPool nodes with at most one reader.
+
+    FINN's version swaps a MaxPool with the Transpose it finds as *a* consumer without checking
+    for a fork, so on a forked MaxPool the other branches silently read the un-pooled tensor
+    (found on codenet256's stem, finn-plus 1.6.1). A forked MaxPool is left NCHW here; run
+    :class:`MergeForkedTransposes` first so that a fork into like Transposes is not a fork.
+    """
+
+    def apply(self, model):
+        from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
+
+        forked = [n for n in model.graph.node
+                  if n.op_type == "MaxPool" and len(model.find_consumers(n.output[0])) > 1]
+        for n in forked:  # hidden from FINN's pass, restored below
+            n.op_type = "MaxPoolForked"
+        try:
+            model, changed = MakeMaxPoolNHWC().apply(model)
+        finally:
+            for n in forked:
+                n.op_type = "MaxPool"
+        return model, changed

@@ -1,15 +1,11 @@
-"""The compiler's front end: which lowering a model takes, and what it leaves for the host.
+"""The compiler's front end: FINN's lowering of a model, and what it leaves for the host.
 
-Two front ends produce the :class:`~hw.graph.HWGraph` the back end builds:
-
-* ``finn`` (:mod:`sw.finn_frontend` + :mod:`sw.finn_import`): FINN's own transformations, for
-  any common Brevitas export and for ONNX files FINN has already lowered (after
-  ``convert_to_hw``, with or without folding attributes);
-  with deflow's own graph rewrites in FINN's chain for what FINN lacks (the deformable sampler,
-  ShuffleNetV2's channel shuffle, concats of differently quantised tensors:
-  :mod:`sw.finn_transforms`); the default and the compiler's one path;
-* ``deflow`` (:func:`sw.lower.lower_qonnx_deflow`): the project's earlier streamliner
-  (``Requant`` nodes, ``M/2**S`` arithmetic), for comparison.
+FINN's own transformations (:mod:`sw.finn_frontend` + :mod:`sw.finn_import`) produce the
+:class:`~hw.graph.HWGraph` the back end builds, for any common Brevitas export and for ONNX files
+FINN has already lowered (after ``convert_to_hw``, with or without folding attributes); deflow's
+own graph rewrites sit in FINN's chain for what FINN lacks (the deformable sampler, ShuffleNetV2's
+channel shuffle, concats of differently quantised tensors, forked max-pools:
+:mod:`sw.finn_transforms`).
 """
 
 from __future__ import annotations
@@ -21,12 +17,9 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from hw.graph import HWGraph
-from sw.transforms.base import CompileError
+from sw.lower import CompileError
 
-__all__ = ["Lowered", "lower_model", "finn_folding_to_deflow",
-           "brevitas_distance", "FRONTENDS"]
-
-FRONTENDS = ("finn", "deflow")
+__all__ = ["Lowered", "lower_model", "finn_folding_to_deflow", "brevitas_distance"]
 
 
 @dataclass
@@ -35,16 +28,14 @@ class Lowered:
 
     Attributes:
         graph: the unfolded :class:`HWGraph` (input: NHWC uint8 pixels).
-        frontend: ``"finn"`` or ``"deflow"``.
-        finn: the :class:`~sw.finn_frontend.FinnLowering` (``finn`` only).
-        files: ``{file name: bytes}`` for the compile folder: ``frontend.json`` always;
-            ``finn_hw.onnx`` (FINN's whole graph) and ``host_epilogue.onnx`` (``finn`` only).
+        finn: the :class:`~sw.finn_frontend.FinnLowering`.
+        files: ``{file name: bytes}`` for the compile folder: ``frontend.json``,
+            ``finn_hw.onnx`` (FINN's whole graph) and ``host_epilogue.onnx``.
         folding: FINN folding attributes found on an already lowered FINN graph
             (``{node name: {"PE": .., "SIMD": ..}}``), else empty.
     """
 
     graph: HWGraph
-    frontend: str
     finn: object = None
     files: dict[str, bytes] = field(default_factory=dict)
     folding: dict = field(default_factory=dict)
@@ -56,34 +47,24 @@ def _read(path) -> ModelWrapper:
     return _load(path)
 
 
-def lower_model(path, frontend: str = "finn", input_scale: float | str = "auto",
-                requant: str = "exact") -> Lowered:
+def lower_model(path, input_scale: float | str = "auto", requant: str = "exact") -> Lowered:
     """Lower the ONNX model at ``path`` (a QONNX export, or a FINN hardware-layer graph).
 
     Args:
         path: ``.onnx`` file or a ``ModelWrapper``.
-        frontend: one of :data:`FRONTENDS`.
-        input_scale: the model input is ``pixels * input_scale`` (``finn`` only; see
+        input_scale: the model input is ``pixels * input_scale`` (see
             :func:`sw.finn_frontend.host_input_scale`).
         requant: where a threshold set becomes a requantiser
             (:func:`sw.threshold_form.choose_threshold_forms`): ``"exact"``, ``"within1"``
             (one output LSB on some accumulator values, for far less memory) or ``"never"``.
 
     Raises:
-        CompileError: unreadable or empty file, an unknown front end, or a graph the chosen
-            front end refuses (naming the node, its op type and the rule).
+        CompileError: unreadable or empty file, or a graph the front end refuses (naming the
+            node, its op type and the rule).
     """
     from sw.finn_frontend import is_hw_node
 
-    if frontend not in FRONTENDS:
-        raise CompileError(f"unknown front end {frontend!r}; choose one of {', '.join(FRONTENDS)}")
     model = _read(path)
-    if frontend == "deflow":
-        from sw.lower import lower_qonnx_deflow
-
-        graph = lower_qonnx_deflow(model)
-        return Lowered(graph, "deflow", files={"frontend.json": _json({"frontend": "deflow"})})
-
     from sw.finn_frontend import finn_lower, finn_partition
     from sw.finn_import import hwgraph_from_finn
     from sw.threshold_form import choose_threshold_forms
@@ -104,7 +85,7 @@ def lower_model(path, frontend: str = "finn", input_scale: float | str = "auto",
     files = {"frontend.json": _json(info),
              "finn_hw.onnx": fl.model.model.SerializeToString(),
              "host_epilogue.onnx": fl.epilogue_model().model.SerializeToString()}
-    return Lowered(graph, "finn", fl, files, folding)
+    return Lowered(graph, fl, files, folding)
 
 
 def _json(d: dict) -> bytes:

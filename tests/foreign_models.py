@@ -21,6 +21,9 @@ model               covers
                     4-bit activations; raw 0..255 pixels on a scale-1 input quantiser
 ``w8a8_plain``      8-bit per-tensor weights, 8-bit activations, plain 3x3 convs with a
                     biased head
+``pool_fork``       stride-2 stem, 3x3 stride-2 max-pool with padding whose output two
+                    branches read (a stride-2 ShuffleNetV2 unit: depthwise stride 2 then
+                    pointwise, beside pointwise then depthwise stride 2), concat
 ==================  =====================================================================
 """
 
@@ -130,11 +133,29 @@ class W8A8Plain(nn.Module):
         return self.head(self.c2(self.c1(self.inp(x))))
 
 
+class PoolFork(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, return_quant_tensor=True)
+        self.stem = _conv_bn_relu(3, 8, 3, stride=2, wq=Int8WeightPerTensorFloat)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.left = nn.Sequential(_conv_bn_relu(8, 8, 3, stride=2, groups=8), _conv_bn_relu(8, 6, 1))
+        self.right = nn.Sequential(_conv_bn_relu(8, 6, 1), _conv_bn_relu(6, 6, 3, stride=2, groups=6))
+        self.shared = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, return_quant_tensor=True)
+        self.head = qnn.QuantConv2d(12, 5, 1, bias=True, weight_quant=Int4WeightPerChannel)
+
+    def forward(self, x):
+        x = self.pool(self.stem(self.inp(x)))
+        both = torch.cat([self.shared(self.left(x)).value, self.shared(self.right(x)).value], 1)
+        return self.head(self.shared(both))
+
+
 FOREIGN_MODELS = {
     "mobile_like": (MobileLike, (1, 3, 40, 56), "unit"),
     "decoder_like": (DecoderLike, (1, 3, 16, 24), "unit"),
     "residual_odd": (ResidualOdd, (1, 3, 12, 10), "pixels"),
     "w8a8_plain": (W8A8Plain, (1, 3, 12, 12), "unit"),
+    "pool_fork": (PoolFork, (1, 3, 24, 32), "unit"),
 }
 
 

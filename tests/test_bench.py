@@ -37,7 +37,7 @@ def test_board_row_is_the_compilers_fastest_folding(quick):
     from sw.boards import get_board
     from sw.estimate import estimate, totals
     from sw.folding import apply_folding
-    from sw.lower import lower_qonnx_deflow as lower_qonnx  # what bench lowers with (sw/bench.py)
+    from sw.lower import lower_qonnx
 
     out, r = quick
     assert r["quick"] and r["clock_mhz"] == 200.0 and r["configs"] == ["slice"]
@@ -58,7 +58,7 @@ def test_board_row_is_the_compilers_fastest_folding(quick):
 def test_rtl_layers_match_estimates_and_measurements(quick):
     from sw.estimate import bottleneck, estimate
     from sw.folding import apply_folding
-    from sw.lower import lower_qonnx_deflow as lower_qonnx  # what bench lowers with (sw/bench.py)
+    from sw.lower import lower_qonnx
 
     out, r = quick
     s = r["rtl"]["slice"]

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from foreign_models import FOREIGN_MODELS, build_foreign, sample_input
 from sw.boards import BOARDS
@@ -21,8 +23,9 @@ from sw.frontend import brevitas_distance, lower_model
 # FINN's thresholds reproduce Brevitas exactly. decoder_like concatenates two differently
 # quantised tensors: the finer one is requantised onto the coarser scale
 # (sw.finn_transforms.RescaleConcatInputs), which the float head's accumulator LSB shows.
-MAX_LSB = {"mobile_like": 0, "decoder_like": 11, "residual_odd": 0, "w8a8_plain": 0}
-RTL_MODELS = ("residual_odd", "w8a8_plain", "decoder_like")
+MAX_LSB = {"mobile_like": 0, "decoder_like": 11, "residual_odd": 0, "w8a8_plain": 0,
+           "pool_fork": 0}
+RTL_MODELS = ("residual_odd", "w8a8_plain", "decoder_like", "pool_fork")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,6 @@ def _pixels(name, n, seed=0):
 @pytest.mark.parametrize("name", sorted(FOREIGN_MODELS))
 def test_golden_model_equals_finn_execution(lowered, name):
     lw = lowered[name]
-    assert lw.frontend == "finn"
     fl = lw.finn
     for p in _pixels(name, 2):
         _, ctx = fl.run(p.transpose(2, 0, 1)[None], return_context=True)
@@ -134,9 +136,6 @@ def test_empty_onnx_is_one_line(tmp_path, capsys):
 
 
 def test_softmax_after_the_last_conv_is_refused_by_name(exports, tmp_path, capsys):
-    import onnx
-    from onnx import helper
-
     m = onnx.load(str(exports["w8a8_plain"]))
     old_out = m.graph.output[0]
     sm_out = helper.make_tensor_value_info("probabilities", old_out.type.tensor_type.elem_type,
@@ -156,10 +155,17 @@ def test_softmax_after_the_last_conv_is_refused_by_name(exports, tmp_path, capsy
     assert [p.name for p in out.iterdir()] == ["keep.txt"]  # nothing half-written
 
 
-def test_deflow_frontend_stays_reachable(slice_onnx, tmp_path):
-    out = tmp_path / "o"
-    assert main(["compile", str(slice_onnx), "--board", "pynq-z2", "--frontend", "deflow",
-                 "--no-verilog", "--out", str(out)]) == 0
-    assert json.loads((out / "frontend.json").read_text())["frontend"] == "deflow"
-    ops = {l["op"] for l in json.loads((out / "hw_graph.json").read_text())["layers"]}
-    assert "Requant" in ops and "Thresholding" not in ops
+def test_dynamic_input_shape_is_one_line(tmp_path, capsys):
+    q = helper.make_node("Quant", ["x", "s", "z", "b"], ["y"], name="q_in",
+                         domain="qonnx.custom_op.general", signed=0, narrow=0, rounding_mode="ROUND")
+    consts = [helper.make_tensor(n, TensorProto.FLOAT, [], [v])
+              for n, v in (("s", 1.0), ("z", 0.0), ("b", 8.0))]
+    g = helper.make_graph([q], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                          initializer=consts)
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    assert main(["compile", str(path), "--board", "pynq-z2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["deflow: compile error: graph input 'x' has a dynamic or unknown shape "
+                   "['N', 3, 4, 4]; export with a fixed batch-1 NCHW shape"], err
