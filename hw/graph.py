@@ -17,14 +17,23 @@ VVAU                 channels, kernel_elems, pixels; params ``weights`` [C, K*K]
 Requant              channels, pixels, shift, out_min, out_max; params ``multiplier``, ``bias`` [C]
 Thresholding         channels, pixels, out_bias (FINN's ActVal); params ``thresholds`` [C, N] or
                      [1, N] (shared), rows ascending; ``y = out_bias + #{i: x >= T[c, i]}``
-DeformableSampler    ifm_dim, channels, max_offset (inputs: features, offsets)
+DeformableSampler    ifm_dim, channels, max_offset, offset_bits (inputs: features, offsets)
+MaxPool              kernel, channels, pixels (input: a depthwise SlidingWindow stream)
+Upsample             factor, ifm_dim, channels (nearest neighbour)
+Concat               channels [C_0, C_1, ...], pixels (one input per entry)
+ChannelSplit         sizes [S_0, S_1, ...], channels, pixels (one output per entry)
+ChannelShuffle       groups, channels, pixels
+Add                  channels, pixels, out_bits, signed (two inputs of one scale, saturating)
 Duplicate            (fan-out of one stream to two consumers)
 WidthConverter       in_lanes, out_lanes (inserted by folding where lane counts differ)
 ===================  ==========================================================================
 
 Folding (``folding`` dict of a layer) uses FINN's names: ``PE`` (output lanes of MVAU/VVAU),
 ``SIMD`` (input lanes of MVAU). Stream lane counts of the other layers follow from their
-neighbours (:func:`sw.folding.apply_folding`).
+neighbours (the compiler's ``sw.folding.apply_folding``).
+
+Each op's folding rules, cycle models, resources, golden execution and Amaranth build are held
+by its class in :mod:`hw.ops` (:data:`hw.ops.OPS`).
 """
 
 from __future__ import annotations

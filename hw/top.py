@@ -22,8 +22,8 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from hw.registry import build_layer, expected_layer_cycles, layer_ports  # noqa: F401 (re-exported)
 from hw.graph import HWGraph
+from hw.ops import op_for
 
 
 def _byte_width(bits: int) -> int:
@@ -52,7 +52,7 @@ class Accelerator(wiring.Component):
     """The whole streaming accelerator of a folded hardware graph.
 
     Args:
-        graph: folded :class:`HWGraph` (see :func:`sw.folding.apply_folding`).
+        graph: folded :class:`HWGraph` (the compiler's ``sw.folding.apply_folding``).
         fifo_depths: ``{tensor name: depth}`` for the FIFO on that stream; default 2.
             The offsets stream of a deformable sampler needs ``(N + 2) * W`` entries, since the
             sampler reads feature rows up to N ahead of the offsets it consumes
@@ -90,7 +90,8 @@ class Accelerator(wiring.Component):
                 depth = self.fifo_depths.get(t, 2)
                 self.fifo_probes.append(FifoProbe(t, producer.name if producer else "?",
                                                   layer.name, depth, depth.bit_length()))
-        self.busy_layers = [layer.name for layer in graph.layers if layer.op in ("MVAU", "VVAU")]
+        self.busy_layers = [layer.name for layer in graph.layers
+                            if op_for(graph, layer).has_mac_array]
         ports = {
             "s_axis_tdata": In(self.in_width),
             "s_axis_tvalid": In(1),
@@ -122,10 +123,11 @@ class Accelerator(wiring.Component):
         sinks = {}  # tensor -> consuming stream port
         comps = {}
         for layer in g.layers:
-            comp = build_layer(g, layer)
+            op = op_for(g, layer)
+            comp = op.build()
             comps[layer.name] = comp
             m.submodules[layer.name] = comp
-            ins, outs = layer_ports(layer, comp)
+            ins, outs = op.ports(comp)
             for t, port in zip(layer.inputs, ins):
                 sinks[t] = port
             for t, port in zip(layer.outputs, outs):
@@ -233,13 +235,11 @@ def _extend(v: Value, width: int, is_signed: bool) -> Value:
 
 
 def default_fifo_depths(graph: HWGraph) -> dict[str, int]:
-    """FIFO depths that keep the pipeline deadlock-free: 2 everywhere, except the offsets
-    input of each deformable sampler, which gets ``(N + 2) * W`` beats (rounded up to a power
-    of two) because the sampler buffers feature rows up to N ahead of the offset it needs."""
+    """FIFO depths that keep the pipeline deadlock-free: 2 everywhere, except where a layer's
+    op class asks for more (:meth:`hw.ops.base.HWOp.default_fifo_depths`): the offsets input of
+    each deformable sampler gets ``(N + 2) * W`` beats (rounded up to a power of two) because
+    the sampler buffers feature rows up to N ahead of the offset it needs."""
     depths: dict[str, int] = {}
     for layer in graph.layers:
-        if layer.op == "DeformableSampler":
-            h, w = layer.attrs["ifm_dim"]
-            need = (layer.attrs["max_offset"] + 2) * w
-            depths[layer.inputs[1]] = 1 << math.ceil(math.log2(need))
+        depths |= op_for(graph, layer).default_fifo_depths()
     return depths

@@ -44,11 +44,13 @@ import json
 import math
 from pathlib import Path
 
+from hw.graph import HWGraph, HWLayer, write_text_atomic
+from hw.ops import op_for
+from hw.ops.memory import MEM_STYLES
 from hw.window import WINDOW_BUFFERS
 from sw.boards import Board
-from sw.estimate import MEM_STYLES, analytic_cycles, layer_resources
-from sw.folding import MEMORY_OPS, STREAM_OPS, apply_folding, stream_op_channel_counts
-from hw.graph import HWGraph, HWLayer, write_text_atomic
+from sw.estimate import analytic_cycles, layer_resources
+from sw.folding import apply_folding
 from sw.lower import CompileError
 
 #: share of each board resource the folding may use (routing and the DMA/PS glue need the rest)
@@ -60,27 +62,13 @@ def _divisors(n: int) -> list[int]:
 
 
 def _candidates(graph: HWGraph, layer: HWLayer) -> list[dict]:
-    """Foldings of one layer by increasing parallelism (SIMD first, then PE)."""
-    a = layer.attrs
-    if layer.op == "MVAU":
-        simds = _divisors(a["mw"])
-        prod = graph.producer(layer.inputs[0])
-        if prod is not None and prod.op == "SlidingWindow":
-            simds = [s for s in simds if prod.attrs["channels"] % s == 0]
-        pairs = [(p, s) for p in _divisors(a["mh"]) for s in simds]
-        # cycles = MH*MW*pixels/(PE*SIMD): by product, ties to the larger SIMD (FINN raises SIMD first)
-        pairs.sort(key=lambda ps: (ps[0] * ps[1], ps[0]))
-        return [{"PE": p, "SIMD": s} for p, s in pairs]
-    if layer.op == "VVAU":
-        return [{"PE": p, "SIMD": 1} for p in _divisors(a["channels"])]
-    if layer.op in STREAM_OPS:
-        g = math.gcd(*stream_op_channel_counts(layer))
-        return [{"PE": p} for p in _divisors(g)]
-    return []
+    """Foldings of one layer by increasing parallelism (its op class's
+    :meth:`~hw.ops.base.HWOp.candidates`; empty for a layer without a folding knob)."""
+    return op_for(graph, layer).candidates()
 
 
 def _knobs(graph: HWGraph) -> list[HWLayer]:
-    return [l for l in graph.layers if l.op in ("MVAU", "VVAU") or l.op in STREAM_OPS]
+    return [l for l in graph.layers if op_for(graph, l).folding_knob]
 
 
 def _cycles_with(graph: HWGraph, layer: HWLayer, fold: dict) -> int:
@@ -114,8 +102,8 @@ def fold_for_target(graph: HWGraph, target_cycles: float) -> dict:
     return repair_lanes(graph, cfg)
 
 
-def _in_lanes_of(layer: HWLayer, fold: dict) -> int:
-    return fold.get("SIMD", 1) if layer.op == "MVAU" else fold.get("PE", 1)
+def _in_lanes_of(graph: HWGraph, layer: HWLayer, fold: dict) -> int:
+    return fold.get(op_for(graph, layer).lanes_attr, 1)
 
 
 def _compatible(a: int, b: int) -> bool:
@@ -141,9 +129,9 @@ def repair_lanes(graph: HWGraph, cfg: dict, max_steps: int = 1000) -> dict:
                 raise
             name, tensor, have, want = conflict
             layer = graph.layer(name)
-            if layer.op in ("SlidingWindow", "DeformableSampler"):
+            if op_for(graph, layer).window_producer:
                 layer = graph.consumers(layer.outputs[0])[0]
-            if layer.name in cfg and _raise_to(graph, cfg, layer, lambda f: _compatible(_in_lanes_of(layer, f), have)):
+            if layer.name in cfg and _raise_to(graph, cfg, layer, lambda f: _compatible(_in_lanes_of(graph, layer, f), have)):
                 continue
             prod = graph.producer(tensor)
             while prod is not None and prod.name not in cfg:  # Requant/Duplicate pass lanes through
@@ -218,15 +206,15 @@ def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float, external_weights: 
     if minimal_windows:
         ii = max(analytic_cycles(g, l) for l in g.layers)
         for l in g.layers:
-            if l.op == "SlidingWindow" and l.folding.get("window_buffer") != "minimal":
+            if "minimal" in op_for(g, l).window_buffers and l.folding.get("window_buffer") != "minimal":
                 l.folding["window_buffer"] = "minimal"
                 if analytic_cycles(g, l) <= ii:
                     cfg.setdefault(l.name, {})["window_buffer"] = "minimal"
                 else:  # the row-slot engine keeps this layer off the critical path
                     del l.folding["window_buffer"]
     lim = {k: int(getattr(board, k) * UTILISATION) for k in ("luts", "dsps", "bram18", "uram")}
-    compute = [l for l in g.layers if l.op in ("MVAU", "VVAU")]
-    memories = [l for l in g.layers if l.op in MEMORY_OPS]
+    compute = [l for l in g.layers if op_for(g, l).has_mac_array]
+    memories = [l for l in g.layers if op_for(g, l).has_memory]
     mult = {l.name: "lut" for l in compute}
     mem = {l.name: "auto" for l in memories}
 
@@ -273,7 +261,8 @@ def _fit(graph: HWGraph, cfg: dict, board: Board, fps: float, external_weights: 
         finally:
             del l.folding["mem_mode"]
 
-    ext = [l for l in compute if l.op == "MVAU" and per[l.name]["bram18"] and external_weights]
+    ext = [l for l in compute
+           if op_for(g, l).external_weights and per[l.name]["bram18"] and external_weights]
     for l in sorted(ext, key=lambda l: external(l)["dram_bytes_per_frame"] / per[l.name]["bram18"]):
         if total("bram18") <= lim["bram18"]:
             break
@@ -306,7 +295,7 @@ def memory_lut_floor(graph: HWGraph, bram18_limit: int, uram_layers=(),
     weights external (FINN's ``mem_mode external``; DRAM bandwidth ignored), the layers in
     ``uram_layers`` keep URAM, every other memory starts in BRAM (``ram_style "block"``, no
     LUTs) and memories move to LUTRAM (``"distributed"``, 64 bits per LUT, see
-    :func:`sw.estimate.lutram_luts_for`) in order of the fewest LUTs per BRAM18 released, the
+    :func:`hw.ops.memory.lutram_luts_for`) in order of the fewest LUTs per BRAM18 released, the
     last one fractionally, until the BRAM18 total is within the limit: the optimum of the
     linear relaxation of the 0/1 BRAM-or-LUTRAM choice. With ``minimal_windows``, every
     sliding window generator has the minimal buffer (its cycles ignored).
@@ -326,13 +315,14 @@ def memory_lut_floor(graph: HWGraph, bram18_limit: int, uram_layers=(),
     luts, bram, offers = 0, 0, []
     for l in graph.layers:
         saved = dict(l.folding)
-        if l.op == "MVAU":
+        op = op_for(graph, l)
+        if op.external_weights:
             l.folding["mem_mode"] = "external"
-        if l.op == "SlidingWindow" and minimal_windows:
+        if "minimal" in op.window_buffers and minimal_windows:
             l.folding["window_buffer"] = "minimal"
         try:
-            mult = "dsp" if l.op in ("MVAU", "VVAU") else "lut"
-            if l.op not in MEMORY_OPS or l.name in uram_layers:
+            mult = "dsp" if op.has_mac_array else "lut"
+            if not op.has_memory or l.name in uram_layers:
                 style = "uram" if l.name in uram_layers else "auto"
                 luts += layer_resources(graph, l, mult, style)["luts"]
                 continue
@@ -371,7 +361,7 @@ def _refusal(g: HWGraph, per: dict, lim: dict, board: Board, over: list[str], mu
         parts.append(f"{k.upper()} {total(k)} > {lim[k]} ({UTILISATION:.0%} of {board.name}; short "
                      f"by {total(k) - lim[k]:,}); largest user: layer {top!r} ({per[top][k]})")
     compute = [n for n in mult]
-    mvaus = [l.name for l in g.layers if l.op == "MVAU"]
+    mvaus = [l.name for l in g.layers if op_for(g, l).external_weights]
     ext = [n for n in mvaus if cfg.get(n, {}).get("mem_mode") == "external"]
     styles = {s: sum(1 for v in mem.values() if v == s) for s in ("lutram", "bram", "uram")}
     used = ", ".join(f"{names[k]} {total(k):,} of {lim[k]:,}" for k in names
@@ -381,7 +371,7 @@ def _refusal(g: HWGraph, per: dict, lim: dict, board: Board, over: list[str], mu
              f"ram_style distributed (LUTRAM), {styles['bram']} to block, {styles['uram']} to "
              f"ultra, the rest auto; weights external in {len(ext)} of {len(mvaus)} MVAUs "
              f"({dram_gbps:.2f} GB/s of DRAM, {board.dram_gbps:g} GB/s available)")
-    swgs = [l.name for l in g.layers if l.op == "SlidingWindow"]
+    swgs = [l.name for l in g.layers if "minimal" in op_for(g, l).window_buffers]
     if minimal_windows:
         n_min = sum(cfg.get(n, {}).get("window_buffer") == "minimal" for n in swgs)
         tried += f"; minimal buffers in {n_min} of {len(swgs)} sliding windows"

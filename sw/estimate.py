@@ -2,10 +2,12 @@
 
 Models (sources):
 
-* Cycles: the hardware's own model, ``hw.registry.expected_layer_cycles`` (FINN's formulas
-  plus fill latency, e.g. MVAU ``(MH/PE)*(MW/SIMD)*pixels``); for an op whose component has
-  not landed in ``hw/`` the contract's formula (docs/detector_contract.md section 2), marked
-  ``cycle_model = "contract"``. :func:`analytic_cycles` (FINN's formulas without fill
+Every model below is held by the layer's op class (:mod:`hw.ops`, one
+:class:`hw.ops.base.HWOp` subclass per op); this module only dispatches and sums.
+
+* Cycles: the hardware's own model, :meth:`hw.ops.base.HWOp.expected_cycles` (FINN's formulas
+  plus fill latency, e.g. MVAU ``(MH/PE)*(MW/SIMD)*pixels``); an error in it is raised, never
+  replaced by another formula. :func:`analytic_cycles` (FINN's formulas without fill
   latency) drives the folding search (:mod:`sw.autofold`), where building components would
   be too slow.
 * II of the pipeline: the largest per-layer cycle count (the bottleneck), FINN's
@@ -25,8 +27,8 @@ Models (sources):
   SIMD``), a VVAU needs one DSP per lane (its lanes multiply different inputs). Adder tree ``(W+A)*(2*SIMD-1)`` and accumulator ``acc_bits`` LUTs per PE;
   ``c0 = 300`` LUTs of control per MVAU/VVAU (FINN's constant). Requantiser: one DSP48 per
   lane (16-bit multiplier x accumulator). Thresholding (FINN's RTL binary search): threshold
-  ROMs per lane and search stage as the component builds them (:func:`hw.registry.
-  threshold_memories`, FINN's ``get_pe_mem_geometries``: in all ``C * (2**M - 1)`` thresholds
+  ROMs per lane and search stage as the component builds them (:meth:`hw.ops.
+  activation.ThresholdingOp.threshold_memories`, FINN's ``get_pe_mem_geometries``: in all ``C * (2**M - 1)`` thresholds
   of ``in_bits + 1`` bits at most), one LUT per compared bit per lane and stage, plus the
   ``out_bias`` adder and 50 of control. Stream layers: ``2 * lanes * bits`` LUTs + 50.
 * Pixel buffers, sized by the hardware itself (:func:`hw.registry.buffer_memory`, from the
@@ -35,7 +37,7 @@ Models (sources):
   deformable sampler's ``2N + 2``, the upsampler's 2 (ping-pong), each row ``W * C/lanes``
   words of ``lanes*bits`` bits (a sliding window with ``window_buffer "minimal"``: ``(K-1)*
   dilation`` rows plus ``(K-1)*dilation + 1 + stride`` pixels, and its cycles from the
-  hardware's event model, :func:`minimal_window_cycles`); memory as above, plus ``200 + 2*lanes*bits`` LUTs of
+  hardware's event model, :func:`hw.ops.window.minimal_window_cycles`); memory as above, plus ``200 + 2*lanes*bits`` LUTs of
   address and control logic. ChannelShuffle keeps its two pixels in ``lanes`` banks, each a
   memory of ``2*C/lanes`` words of ``bits`` bits (:func:`hw.registry.buffer_memory`), with
   as many read ports as output lanes can hit the bank in one beat
@@ -50,15 +52,11 @@ Models (sources):
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import asdict, dataclass, field
 
 from hw.graph import HWGraph, HWLayer
-
-#: FINN's MVAU/VVAU control-logic constant (LUTs) and LUTRAM depth threshold (words)
-C0_LUTS = 300
-LUTRAM_MAX_DEPTH = 128
+from hw.ops import op_for
+from hw.ops.memory import mem_style_of
 
 
 @dataclass
@@ -70,7 +68,7 @@ class LayerEstimate:
     folding: dict
     cycles: int  # expected cycles per frame, stall-free, including fill latency
     macs: int  # multiply-accumulates per frame
-    cycle_model: str = "registry"  # registry | contract
+    cycle_model: str = "registry"  # the component's own model (hw.registry); the only one
     weight_bits: int = 0  # bits of weights (or requant parameters) stored
     bram18: int = 0
     uram: int = 0
@@ -86,135 +84,25 @@ class LayerEstimate:
         return asdict(self)
 
 
-def layer_macs(graph: HWGraph, layer) -> int:
-    a = layer.attrs
-    if layer.op == "MVAU":
-        return a["mh"] * a["mw"] * a["pixels"]
-    if layer.op == "VVAU":
-        return a["channels"] * a["kernel_elems"] * a["pixels"]
-    return 0
-
-
-def _lanes_in(graph: HWGraph, layer: HWLayer) -> int:
-    return graph.tensors[layer.inputs[0]].lanes
-
-
-def _lanes_out(graph: HWGraph, layer: HWLayer) -> int:
-    return graph.tensors[layer.outputs[0]].lanes
-
-
-@functools.lru_cache(maxsize=4096)
-def minimal_window_cycles(ifm_dim: tuple[int, int], channels: int, kernel: int, stride: int,
-                          pad: int, dilation: int, lanes: int) -> int:
-    """Cycles per frame of a SlidingWindow with ``window_buffer "minimal"`` in a stream of
-    frames (:func:`hw.window.minimal_window_steady_cycles`: output beats plus the reader's
-    waits for the writer, an event model of the RTL; cached by geometry)."""
-    from hw.window import minimal_window_steady_cycles
-
-    return minimal_window_steady_cycles(ifm_dim=ifm_dim, folds=channels // lanes, kernel=kernel,
-                                        stride=stride, pad=pad, dilation=dilation)
+def layer_macs(graph: HWGraph, layer: HWLayer) -> int:
+    """Multiply-accumulates per frame of one layer (:meth:`hw.ops.base.HWOp.macs`)."""
+    return op_for(graph, layer).macs()
 
 
 def analytic_cycles(graph: HWGraph, layer: HWLayer) -> int:
-    """Cycles per frame from FINN's formulas / the contract's table (no fill latency)."""
-    a, f = layer.attrs, layer.folding
-    if layer.op == "MVAU":
-        return (a["mh"] // f.get("PE", 1)) * (a["mw"] // f.get("SIMD", 1)) * a["pixels"]
-    if layer.op == "VVAU":
-        return (a["channels"] // f.get("PE", 1)) * a["kernel_elems"] * a["pixels"]
-    if layer.op == "SlidingWindow" and f.get("window_buffer") == "minimal":
-        return minimal_window_cycles(tuple(a["ifm_dim"]), a["channels"], a["kernel"], a["stride"],
-                                     a["pad"], a["dilation"], _lanes_out(graph, layer))
-    if layer.op in ("SlidingWindow", "DeformableSampler"):
-        lanes = _lanes_out(graph, layer)
-        out_beats = graph.tensors[layer.outputs[0]].values_per_frame // lanes
-        in_beats = graph.tensors[layer.inputs[0]].values_per_frame // lanes
-        return max(out_beats, in_beats)
-    if layer.op == "MaxPool":
-        return a["pixels"] * a["kernel"] ** 2 * a["channels"] // f.get("PE", 1)
-    if layer.op == "Upsample":
-        h, w = a["ifm_dim"]
-        return h * a["factor"] * w * a["factor"] * a["channels"] // f.get("PE", 1)
-    if layer.op == "Concat":
-        return a["pixels"] * sum(a["channels"]) // f.get("PE", 1)
-    if layer.op in ("ChannelSplit", "ChannelShuffle", "Add"):
-        return a["pixels"] * a["channels"] // f.get("PE", 1)
-    if layer.op == "WidthConverter":
-        t = graph.tensors[layer.inputs[0]]
-        return max(t.values_per_frame // a["in_lanes"], t.values_per_frame // a["out_lanes"])
-    if layer.op == "Thresholding":  # FINN's Thresholding.get_exp_cycles: C/PE beats per pixel
-        return a["pixels"] * a["channels"] // _lanes_in(graph, layer)
-    return graph.tensors[layer.inputs[0]].beats_per_frame  # Requant, Duplicate
+    """Cycles per frame from FINN's formulas (no fill latency), the layer's op class's
+    :meth:`~hw.ops.base.HWOp.analytic_cycles`.
 
-
-def bram18_for(depth: int, width: int) -> int:
-    """BRAM18 count of a ``depth`` x ``width``-bit memory (FINN's bram_estimation)."""
-    if depth <= 0 or width <= 0:
-        return 0
-    if width == 1:
-        return math.ceil(depth / 16384)
-    if width == 2:
-        return math.ceil(depth / 8192)
-    if width <= 4:
-        return math.ceil(depth / 4096) * math.ceil(width / 4)
-    if width <= 9:
-        return math.ceil(depth / 2048) * math.ceil(width / 9)
-    if width <= 18 or depth > 512:
-        return math.ceil(depth / 1024) * math.ceil(width / 18)
-    return math.ceil(depth / 512) * math.ceil(width / 36)
-
-
-def uram_for(depth: int, width: int) -> int:
-    """URAM count (4K x 72 each; FINN's uram_estimation)."""
-    return math.ceil(depth / 4096) * math.ceil(width / 72)
-
-
-#: memory styles of :func:`layer_resources` and FINN's ``ram_style`` attribute for each
-MEM_STYLES = {"auto": "auto", "bram": "block", "lutram": "distributed", "uram": "ultra"}
-
-
-def mem_style_of(ram_style: str | None) -> str:
-    """Memory style (``auto|bram|lutram|uram``) of a FINN ``ram_style`` (``auto|block|
-    distributed|ultra``; ``None``: auto)."""
-    if ram_style is None:
-        return "auto"
-    for style, finn in MEM_STYLES.items():
-        if finn == ram_style:
-            return style
-    raise ValueError(f"ram_style must be one of {sorted(MEM_STYLES.values())}, got {ram_style!r}")
-
-
-def lutram_luts_for(depth: int, width: int) -> int:
-    """LUTs of a ``depth`` x ``width``-bit distributed RAM: ``width * ceil(depth/64)`` (FINN's
-    ``lut_estimation`` memory term ``c2``: one 64x1 LUTRAM per bit and 64 words)."""
-    return width * math.ceil(depth / 64) if depth > 0 and width > 0 else 0
-
-
-def _memory(depth: int, width: int, style: str) -> tuple[int, int, int]:
-    """(bram18, uram, lutram_luts) of one memory in ``style`` auto|bram|lutram|uram (auto:
-    LUTRAM when ``depth <= LUTRAM_MAX_DEPTH``, else BRAM, as FINN estimates ``auto``)."""
-    if style not in MEM_STYLES:
-        raise ValueError(f"memory style must be one of {list(MEM_STYLES)}, got {style!r}")
-    if style == "uram":
-        return 0, uram_for(depth, width), 0
-    if style == "lutram" or (style == "auto" and depth <= LUTRAM_MAX_DEPTH):
-        return 0, 0, lutram_luts_for(depth, width)
-    return bram18_for(depth, width), 0, 0
-
-
-def mux_luts(inputs: int) -> int:
-    """LUTs of a one-bit ``inputs``-to-1 multiplexer on a 7-series / UltraScale fabric:
-    ``ceil(n/4)`` LUT6s (a LUT6 is a 4:1 mux) whose outputs the slice's MUXF7/MUXF8 combine up
-    to 16:1 without LUTs (Xilinx UG474, CLB multiplexers); above 16 inputs a further
-    ``ceil(n/16)``-to-1 level, recursively. 0 for ``inputs <= 1``."""
-    if inputs <= 1:
-        return 0
-    return math.ceil(inputs / 4) + (mux_luts(math.ceil(inputs / 16)) if inputs > 16 else 0)
+    Raises:
+        hw.ops.UnknownOpError: an op without an op class.
+    """
+    return op_for(graph, layer).analytic_cycles()
 
 
 def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
                     mem_style: str = "auto") -> dict:
-    """Resources of one folded layer (models in the module docstring).
+    """Resources of one folded layer, the layer's op class's
+    :meth:`~hw.ops.base.HWOp.resources` (models in the module docstring).
 
     Args:
         mult_style: ``lut`` or ``dsp`` for the MVAU/VVAU products.
@@ -229,83 +117,12 @@ def layer_resources(graph: HWGraph, layer: HWLayer, mult_style: str = "lut",
         "buffer_bits", "ffs"}``; ``buffer_bits`` is the pixel buffer's size in bits (memory
         ``depth * word_bits`` of a SlidingWindow/DeformableSampler/Upsample, ``PE`` banks of
         that of a ChannelShuffle), exactly what the component builds; ``ffs`` is 0.
-    """
-    from hw import registry
 
-    a, f = layer.attrs, layer.folding
-    r = dict(bram18=0, uram=0, lutram_luts=0, luts=0, dsps=0, weight_bits=0, dram_bytes_per_frame=0,
-             buffer_bits=0, ffs=0)
-    if layer.op in ("MVAU", "VVAU"):
-        pe = f.get("PE", 1)
-        simd = f.get("SIMD", 1)
-        w, act = a["weight_bits"], a["in_bits"]
-        mh, mw = (a["mh"], a["mw"]) if layer.op == "MVAU" else (a["channels"], a["kernel_elems"])
-        r["weight_bits"] = mh * mw * w
-        depth, width = mh * mw // (pe * simd), pe * simd * w
-        if f.get("mem_mode") == "external":
-            r["dram_bytes_per_frame"] = math.ceil(mh * mw * w / 8) * a["pixels"]
-        else:
-            r["bram18"], r["uram"], r["lutram_luts"] = _memory(depth, width, mem_style)
-        products = pe * simd
-        if mult_style == "dsp":
-            # hw.mvau.MVAU.multipliers / hw.vvau.VVAU: what the RTL instantiates
-            r["dsps"] = math.ceil(pe / 2) * simd if layer.op == "MVAU" else products
-            mult = 0
-        else:
-            mult = simd * (2 * math.ceil((w + act) / 6) - 1) * (w + act)
-        tree = (w + act) * (2 * simd - 1)
-        r["luts"] = C0_LUTS + pe * (mult + tree + a["acc_bits"]) + r["lutram_luts"]
-    elif layer.op == "Requant":
-        lanes = _lanes_in(graph, layer)
-        c = a["channels"]
-        r["weight_bits"] = c * (16 + a["acc_bits"] + 16)
-        r["bram18"], r["uram"], r["lutram_luts"] = _memory(c // lanes, lanes * (16 + a["acc_bits"] + 16), mem_style)
-        r["dsps"] = lanes
-        r["luts"] = 50 + lanes * 2 * graph.tensors[layer.outputs[0]].bits + r["lutram_luts"]
-    elif layer.op == "Thresholding":
-        # the ROMs the component builds (hw.registry.threshold_memories; FINN's
-        # ThresholdingRTL.get_pe_mem_geometries): per lane and search stage s, (C/PE)*2**s words
-        # of thr_bits (2**s for a shared [1, N] set; depth-1 tables are constants); LUTs: one
-        # per compared bit per lane and stage (the carry-chain comparator x >= T), the out_bias
-        # adder, 50 of control (fold counter, output FIFO). Yosys synth_xilinx (xcup) of C=32,
-        # PE=4, int16 -> uint4 (15 thresholds, 14-bit): 431 LUT (ROMs mapped to logic), 0 BRAM;
-        # this model: 530 LUT (224 of them LUTRAM), 0 BRAM
-        geo = registry.threshold_memories(graph, layer)
-        lanes, tb = _lanes_in(graph, layer), geo["thr_bits"]
-        t_in, t_out = graph.tensors[layer.inputs[0]], graph.tensors[layer.outputs[0]]
-        rows = lanes if geo["rows"] == 1 else a["channels"]
-        r["weight_bits"] = rows * ((1 << geo["stages"]) - 1) * tb
-        for depth, width in geo["memories"]:
-            b, u, lut = _memory(depth, width, mem_style)
-            r["bram18"], r["uram"], r["lutram_luts"] = r["bram18"] + b, r["uram"] + u, r["lutram_luts"] + lut
-        cmp_bits = max(t_in.bits, tb)
-        bias_bits = t_out.bits if a["out_bias"] else 0
-        r["luts"] = 50 + lanes * (geo["stages"] * cmp_bits + bias_bits) + r["lutram_luts"]
-    elif layer.op in ("SlidingWindow", "DeformableSampler", "Upsample"):
-        # the memory the component builds (module docstring, "Pixel buffers")
-        depth, width = registry.buffer_memory(graph, layer)
-        r["buffer_bits"] = depth * width
-        r["bram18"], r["uram"], r["lutram_luts"] = _memory(depth, width, mem_style)
-        r["luts"] = 200 + 2 * width + r["lutram_luts"]
-    elif layer.op == "ChannelShuffle":
-        # PE banks of the memory the component builds, one copy per read port (docstring)
-        depth, width = registry.buffer_memory(graph, layer)
-        ports = registry.buffer_read_ports(graph, layer)
-        xbar = registry.read_crossbar(graph, layer)
-        r["buffer_bits"] = len(ports) * depth * width
-        copies = sum(ports)
-        bram18, uram, lutram = _memory(depth, width, mem_style)
-        r["bram18"], r["uram"], r["lutram_luts"] = copies * bram18, copies * uram, copies * lutram
-        addr_bits = max(1, (depth - 1).bit_length())
-        r["luts"] = (50 + (len(ports) + copies + 1) * addr_bits
-                     + width * sum(mux_luts(n) for n in xbar["lane_inputs"])
-                     + addr_bits * sum(mux_luts(n) for n in xbar["port_inputs"])
-                     + r["lutram_luts"])
-    else:  # Duplicate, WidthConverter, MaxPool, Concat, ChannelSplit, Add: registers and muxes
-        t = graph.tensors[layer.inputs[0]]
-        lanes = max(_lanes_in(graph, layer), _lanes_out(graph, layer))
-        r["luts"] = 50 + 2 * lanes * t.bits
-    return r
+    Raises:
+        ValueError: an unknown ``mem_style``, an op without an op class, or thresholds the
+            Thresholding component refuses.
+    """
+    return op_for(graph, layer).resources(mult_style, mem_style)
 
 
 def estimate(graph: HWGraph, mult_styles: dict | None = None, mem_styles: dict | None = None
@@ -317,18 +134,14 @@ def estimate(graph: HWGraph, mult_styles: dict | None = None, mem_styles: dict |
             choices (default: each layer's ``resType`` / ``ram_style`` from its folding, as
             :func:`sw.autofold.choose_folding` sets them; else LUT products, auto memory).
     """
-    from hw import registry
-
     out = []
     for l in graph.layers:
-        try:
-            cycles, model = int(registry.expected_layer_cycles(graph, l)), "registry"
-        except (ValueError, AttributeError, KeyError, NotImplementedError, ImportError):
-            cycles, model = analytic_cycles(graph, l), "contract"
+        cycles = op_for(graph, l).expected_cycles()
         mult = (mult_styles or {}).get(l.name, l.folding.get("resType", "lut"))
         mem = (mem_styles or {}).get(l.name) or mem_style_of(l.folding.get("ram_style"))
         res = layer_resources(graph, l, mult, mem)
-        out.append(LayerEstimate(l.name, l.op, dict(l.folding), cycles, layer_macs(graph, l), model, **res))
+        out.append(LayerEstimate(l.name, l.op, dict(l.folding), cycles, layer_macs(graph, l), "registry",
+                                 **res))
     return out
 
 

@@ -1,7 +1,8 @@
 """Execute a lowered :class:`~hw.graph.HWGraph` with the golden integer model.
 
 This is the bit-level reference for the whole accelerator: RTL simulation of the generated
-top level must produce exactly :func:`run_graph`'s output stream.
+top level must produce exactly :func:`run_graph`'s output stream. Each layer runs its op
+class's :meth:`~hw.ops.base.HWOp.execute` (:mod:`hw.golden`'s functions).
 """
 
 from __future__ import annotations
@@ -10,15 +11,7 @@ import numpy as np
 
 from hw import golden
 from hw.graph import HWGraph
-
-
-def _lanes_of_vvau(graph: HWGraph, window_tensor: str) -> int:
-    for consumer in graph.consumers(window_tensor):
-        if consumer.op in ("VVAU", "MaxPool"):
-            return int(consumer.folding.get("PE", 1))
-        if consumer.op == "WidthConverter":
-            return _lanes_of_vvau(graph, consumer.outputs[0])
-    return 1
+from hw.ops import UnknownOpError, op_for
 
 
 def run_graph(graph: HWGraph, x: np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
@@ -45,53 +38,11 @@ def run_graph(graph: HWGraph, x: np.ndarray, keep_all: bool = False) -> dict[str
         raise golden.GoldenModelError(f"input values outside [{lo}, {hi}] of a {info.bits}-bit input")
     env: dict[str, np.ndarray] = {graph.input: x.astype(np.int64)}
     for layer in graph.layers:
-        a = layer.attrs
-        ins = [env[t] for t in layer.inputs]
-        if layer.op == "SlidingWindow":
-            lanes = _lanes_of_vvau(graph, layer.outputs[0]) if a["depthwise"] else 1
-            out = golden.sliding_window(ins[0], a["kernel"], a["stride"], a["pad"], a["dilation"],
-                                        a["depthwise"], lanes)
-            outs = [out]
-        elif layer.op == "DeformableSampler":
-            lanes = _lanes_of_vvau(graph, layer.outputs[0])
-            outs = [golden.deformable_sample(ins[0], ins[1][..., 0], a["max_offset"], lanes)]
-        elif layer.op == "MVAU":
-            outs = [golden.mvau(ins[0], layer.params["weights"])]
-        elif layer.op == "VVAU":
-            win = ins[0]
-            if win.ndim == 3:  # flat window stream: restore (C/PE, K*K, PE)
-                pe = int(layer.folding.get("PE", 1))
-                h, w, _ = win.shape
-                win = win.reshape(h, w, a["channels"] // pe, a["kernel_elems"], pe)
-            outs = [golden.vvau(win, layer.params["weights"])]
-        elif layer.op == "Requant":
-            outs = [golden.requantize(ins[0], layer.params["multiplier"], layer.params["bias"],
-                                      a["shift"], a["out_min"], a["out_max"])]
-        elif layer.op == "Thresholding":
-            outs = [golden.thresholding(ins[0], layer.params["thresholds"], a["out_bias"])]
-        elif layer.op == "MaxPool":
-            win = ins[0]
-            if win.ndim == 3:  # flat window stream: restore (C/PE, K*K, PE)
-                pe = int(layer.folding.get("PE", 1))
-                h, w, _ = win.shape
-                win = win.reshape(h, w, a["channels"] // pe, a["kernel"] ** 2, pe)
-            outs = [golden.maxpool(win)]
-        elif layer.op == "Upsample":
-            outs = [golden.upsample_nearest(ins[0], a["factor"])]
-        elif layer.op == "Concat":
-            outs = [golden.concat(ins)]
-        elif layer.op == "ChannelSplit":
-            outs = golden.channel_split(ins[0], a["sizes"])
-        elif layer.op == "ChannelShuffle":
-            outs = [golden.channel_shuffle(ins[0], a["groups"])]
-        elif layer.op == "Add":
-            outs = [golden.add(ins[0], ins[1], a["out_bits"], a["signed"])]
-        elif layer.op in ("Duplicate",):
-            outs = [ins[0]] * len(layer.outputs)
-        elif layer.op == "WidthConverter":
-            outs = [ins[0]]  # lane regrouping leaves the value sequence unchanged
-        else:
-            raise golden.GoldenModelError(f"layer {layer.name}: no golden model for op {layer.op}")
+        try:
+            op = op_for(graph, layer)
+        except UnknownOpError:
+            raise golden.GoldenModelError(f"layer {layer.name}: no golden model for op {layer.op}") from None
+        outs = op.execute([env[t] for t in layer.inputs])
         for name, val in zip(layer.outputs, outs):
             env[name] = val
     if keep_all:

@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw import schedule as S
-from sw.fifosizing import MIN_DEPTH, SLACK
 from hw.graph import HWGraph, HWLayer
+from hw.ops import UnknownOpError, op_for
+from sw.fifosizing import MIN_DEPTH, SLACK
 
 #: frames the model streams: the first one's fill plus two in the steady state
 DEFAULT_FRAMES = 3
@@ -97,8 +98,8 @@ def inter_layer_tensors(graph: HWGraph) -> list[str]:
 
 def layer_schedule(graph: HWGraph, layer: HWLayer, arrivals: list[np.ndarray], frames: int
                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Token schedule of one folded layer (:mod:`hw.schedule`), with the parameters its
-    component is built with (:func:`hw.registry.build_layer`).
+    """Token schedule of one folded layer (:meth:`hw.ops.base.HWOp.token_schedule`, from
+    :mod:`hw.schedule`), with the parameters its component is built with.
 
     Args:
         arrivals: per input (``layer.inputs`` order), the cycle each beat is available,
@@ -108,75 +109,33 @@ def layer_schedule(graph: HWGraph, layer: HWLayer, arrivals: list[np.ndarray], f
         ``(consume per input, produce per output)`` cycle arrays.
 
     Raises:
-        AnalyticSizingError: an op without a token schedule.
+        AnalyticSizingError: a layer whose component refuses its parameters (an op without an
+            op class included).
     """
-    from hw.registry import build_layer
-
     try:
-        comp = build_layer(graph, layer)
+        op = op_for(graph, layer)
+        comp = op.build()
     except ValueError as exc:
         raise AnalyticSizingError(f"layer {layer.name}: {exc}; its FIFOs cannot be bounded "
                                   f"analytically") from exc
     comp._MustUse__silence = True  # only asked for its parameters, never elaborated
-    op, a0 = layer.op, arrivals[0]
-    if op == "MVAU":
-        c, p = S.mvau_schedule(a0, nf=comp.nf, sf=comp.sf, latency=comp.latency)
-        return [c], [p]
-    if op == "VVAU":
-        c, p = S.vvau_schedule(a0, kernel_elems=comp.kernel_elems, latency=comp.latency)
-        return [c], [p]
-    if op in ("Requant", "Thresholding"):  # one beat in, one out, behind CreditedOutput
-        c, p = S.requant_schedule(a0, latency=comp.latency)
-        return [c], [p]
-    if op == "MaxPool":
-        c, p = S.maxpool_schedule(a0, taps=comp.taps)
-        return [c], [p]
-    if op == "Duplicate":
-        c, outs = S.duplicate_schedule(a0)
-        return [c], outs
-    if op == "ChannelSplit":
-        c, outs = S.split_schedule(a0, beats=comp.beats)
-        return [c], outs
-    if op == "Concat":
-        cs, p = S.concat_schedule(arrivals, beats=comp.beats)
-        return cs, [p]
-    if op == "Add":
-        cs, p = S.add_schedule(arrivals, latency=comp.LATENCY)
-        return cs, [p]
-    if op == "WidthConverter":
-        c, p = S.width_converter_schedule(a0, in_lanes=comp.in_lanes, out_lanes=comp.out_lanes)
-        return [c], [p]
-    if op == "ChannelShuffle":
-        c, p = S.channel_shuffle_schedule(a0, folds=comp.folds)
-        return [c], [p]
-    if op == "Upsample":
-        c, p = S.upsample_schedule(a0, height=comp.height, row_beats=comp.row_words,
-                                   factor=comp.factor)
-        return [c], [p]
-    if op == "SlidingWindow" and layer.folding.get("window_buffer", "rows") == "minimal":
-        c, p = S.minimal_window_schedule(a0, frames=frames, **comp._geometry_args())
-        return [c], [p]
-    if op in ("SlidingWindow", "DeformableSampler"):
-        common = dict(height=comp.height, row_beats=comp.width * comp.folds, rows=comp.rows,
-                      out_rows=comp.out_rows, row_lo_hi=comp._row_lo_hi,
-                      beats_per_out_row=comp.beats_per_out_row)
-        if op == "SlidingWindow":
-            c, p = S.line_buffer_schedule(a0, **common)
-            return [c], [p]
-        cs, p = S.line_buffer_schedule(a0, offsets=arrivals[1], pixel_beats=9 * comp.folds,
-                                       **common)
-        return cs, [p]
-    raise AnalyticSizingError(f"layer {layer.name}: no token schedule for op {op}; its FIFOs "
-                              f"cannot be bounded analytically")
+    return op.token_schedule(comp, arrivals, frames)
 
 
 def steady_period(graph: HWGraph) -> int:
     """Cycles per frame of the slowest layer in a stream of frames (FINN's formulas and the
     window event models, :func:`sw.estimate.analytic_cycles`): the pace the model's input
-    starts from."""
+    starts from.
+
+    Raises:
+        AnalyticSizingError: a layer whose op has no op class (:mod:`hw.ops`).
+    """
     from sw.estimate import analytic_cycles
 
-    return max(int(analytic_cycles(graph, layer)) for layer in graph.layers)
+    try:
+        return max(int(analytic_cycles(graph, layer)) for layer in graph.layers)
+    except UnknownOpError as exc:
+        raise AnalyticSizingError(f"{exc}; its FIFOs cannot be bounded analytically") from exc
 
 
 def source_times(graph: HWGraph, frames: int, period: int, pacing: str) -> np.ndarray:

@@ -8,6 +8,9 @@ every MVAU/VVAU. Rules (FINN's): MVAU ``MH % PE == 0`` and ``MW % SIMD == 0``; V
 ``C % PE == 0``; a sliding window generator feeding an MVAU needs ``C % SIMD == 0``.
 Besides FINN's ``resType``, ``ram_style`` and ``mem_mode``, a SlidingWindow takes
 ``window_buffer``: ``"rows"`` (default) or ``"minimal"`` (:data:`hw.window.WINDOW_BUFFERS`).
+Each op's rules and lanes live in its op class (:meth:`hw.ops.base.HWOp.set_folding`,
+:meth:`~hw.ops.base.HWOp.in_lanes`, :meth:`~hw.ops.base.HWOp.out_lanes`); this module applies
+them over the graph and inserts the width converters.
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ import copy
 import json
 from pathlib import Path
 
-from hw.memory_style import RAM_STYLES
-from hw.window import WINDOW_BUFFERS
 from hw.graph import HWGraph, HWLayer, TensorInfo
+from hw.ops import OPS, FoldingRuleError, UnknownOpError, op_for
 from sw.lower import CompileError
 
 
@@ -49,7 +51,8 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
     """Return a copy of ``graph`` with PE/SIMD set, rules checked and lanes propagated.
 
     Raises:
-        CompileError: a value that breaks a folding rule, or a config entry naming no layer.
+        CompileError: a value that breaks a folding rule, a config entry naming no layer, or
+            a layer whose op has no op class (:data:`hw.ops.OPS`).
     """
     g = copy.deepcopy(graph)
     defaults = config.get("Defaults", {})
@@ -61,111 +64,48 @@ def apply_folding(graph: HWGraph, config: dict) -> HWGraph:
     for layer in g.layers:
         entry = {**{k: v for k, v in defaults.items() if not isinstance(v, list)},
                  **config.get(layer.name, {})}
-        if layer.op == "MVAU":
-            pe, simd = int(entry.get("PE", 1)), int(entry.get("SIMD", 1))
-            mh, mw = layer.attrs["mh"], layer.attrs["mw"]
-            if pe < 1 or mh % pe:
-                raise _fail(layer, f"MH % PE == 0 is broken: MH={mh}, PE={pe}")
-            if simd < 1 or mw % simd:
-                raise _fail(layer, f"MW % SIMD == 0 is broken: MW={mw}, SIMD={simd}")
-            layer.folding = {"PE": pe, "SIMD": simd}
-            for k in ("resType", "ram_style"):
-                if k in entry:
-                    layer.folding[k] = entry[k]
-        elif layer.op == "VVAU":
-            pe, simd = int(entry.get("PE", 1)), int(entry.get("SIMD", 1))
-            c = layer.attrs["channels"]
-            if pe < 1 or c % pe:
-                raise _fail(layer, f"C % PE == 0 is broken: C={c}, PE={pe}")
-            if simd != 1:
-                raise _fail(layer, f"VVAU SIMD must be 1 (kernel positions are serial), got {simd}")
-            layer.folding = {"PE": pe, "SIMD": 1}
-            for k in ("resType", "ram_style"):
-                if k in entry:
-                    layer.folding[k] = entry[k]
-        elif layer.op in STREAM_OPS:
-            pe = int(entry.get("PE", 1))
-            for c in stream_op_channel_counts(layer):
-                if pe < 1 or c % pe:
-                    raise _fail(layer, f"C % PE == 0 is broken: C={c}, PE={pe} (every input and "
-                                       "output channel count must be a multiple of PE)")
-            layer.folding = {"PE": pe}
-        if layer.op == "MVAU" and "mem_mode" in entry:
-            layer.folding["mem_mode"] = _mem_mode(layer, entry["mem_mode"])
-        if layer.op in MEMORY_OPS and "ram_style" in entry:
-            if entry["ram_style"] not in RAM_STYLES:
-                raise _fail(layer, f"ram_style must be one of {RAM_STYLES}, got {entry['ram_style']!r}")
-            layer.folding = {**layer.folding, "ram_style": entry["ram_style"]}
-        if layer.op == "SlidingWindow" and "window_buffer" in entry:
-            if entry["window_buffer"] not in WINDOW_BUFFERS:
-                raise _fail(layer, f"window_buffer must be one of {WINDOW_BUFFERS}, got "
-                                   f"{entry['window_buffer']!r}")
-            layer.folding = {**layer.folding, "window_buffer": entry["window_buffer"]}
+        try:
+            op = op_for(g, layer)
+        except UnknownOpError:
+            raise _fail(layer, f"no hardware for op {layer.op} (ops: {', '.join(OPS)})") from None
+        try:
+            op.set_folding(entry)
+        except FoldingRuleError as exc:
+            raise _fail(layer, str(exc)) from None
     _propagate_lanes(g)
     return g
 
 
-#: lane-parallel stream layers of docs/detector_contract.md section 2 (folded by ``PE``)
-STREAM_OPS = ("MaxPool", "Upsample", "Concat", "ChannelSplit", "ChannelShuffle", "Add")
-MEM_MODES = ("internal", "external")
-#: the layers with a memory FINN's ``ram_style`` (:data:`RAM_STYLES`, the values the hardware
+#: the layers with a memory FINN's ``ram_style`` (:data:`hw.memory_style.RAM_STYLES`, the values the hardware
 #: generators accept) applies to (weights, Requant parameters, threshold ROMs, line /
-#: ping-pong row buffers, ChannelShuffle's banked ping-pong pixel buffer; see
-#: :func:`sw.estimate.layer_resources`)
-MEMORY_OPS = ("MVAU", "VVAU", "Requant", "Thresholding", "SlidingWindow", "DeformableSampler",
-              "Upsample", "ChannelShuffle")
-
-
-def _mem_mode(layer: HWLayer, mode: str) -> str:
-    if mode not in MEM_MODES:
-        raise _fail(layer, f"mem_mode must be one of {MEM_MODES}, got {mode!r}")
-    return mode
-
-
-def stream_op_channel_counts(layer: HWLayer) -> list[int]:
-    """Channel counts that ``PE`` of a stream layer must divide (contract section 2)."""
-    a = layer.attrs
-    if layer.op == "Concat":
-        return list(a["channels"]) + [sum(a["channels"])]
-    if layer.op == "ChannelSplit":
-        return list(a["sizes"]) + [a["channels"]]
-    return [a["channels"]]
+#: ping-pong row buffers, ChannelShuffle's banked ping-pong pixel buffer;
+#: :attr:`hw.ops.base.HWOp.has_memory`)
+MEMORY_OPS = tuple(n for n, c in OPS.items() if c.has_memory)
 
 
 def _in_lanes(g: HWGraph, layer: HWLayer, port: int) -> int:
-    if layer.op in STREAM_OPS:
-        return layer.folding.get("PE", 1)
-    if layer.op == "MVAU":
-        return layer.folding["SIMD"]
-    if layer.op == "VVAU":
-        return layer.folding["PE"]
-    if layer.op in ("SlidingWindow", "DeformableSampler"):
-        return 1 if port == 1 else g.tensors[layer.outputs[0]].lanes
-    if layer.op == "WidthConverter":
-        return layer.attrs["in_lanes"]
-    return g.tensors[layer.outputs[0]].lanes  # Requant, Thresholding, Duplicate: pass-through
+    return op_for(g, layer).in_lanes(port)
 
 
 def _propagate_lanes(g: HWGraph) -> None:
     # window producers take their consumer's lanes
     for layer in g.layers:
-        if layer.op in ("SlidingWindow", "DeformableSampler"):
+        if op_for(g, layer).window_producer:
             (consumer,) = g.consumers(layer.outputs[0])
-            lanes = _in_lanes(g, consumer, consumer.inputs.index(layer.outputs[0]))
+            cop = op_for(g, consumer)
+            lanes = cop.in_lanes(consumer.inputs.index(layer.outputs[0]))
             ch = layer.attrs["channels"]
             if ch % lanes:
-                rule = "C % SIMD == 0" if consumer.op == "MVAU" else "C % PE == 0"
+                rule = f"C % {cop.lanes_attr} == 0"
                 raise _fail(layer, f"{rule} is broken for its {consumer.op} {consumer.name!r}: "
                                    f"C={ch}, lanes={lanes}")
             g.tensors[layer.outputs[0]].lanes = lanes
     # compute layers set their output lanes; pass-through layers copy their input's
     for layer in g.layers:
-        if layer.op in ("MVAU", "VVAU") or layer.op in STREAM_OPS:
+        lanes = op_for(g, layer).out_lanes()
+        if lanes is not None:
             for out in layer.outputs:
-                g.tensors[out].lanes = layer.folding.get("PE", 1)
-        elif layer.op in ("Requant", "Thresholding", "Duplicate"):
-            for out in layer.outputs:
-                g.tensors[out].lanes = g.tensors[layer.inputs[0]].lanes
+                g.tensors[out].lanes = lanes
     # graph input: the lanes its consumer wants
     (first,) = g.consumers(g.input)
     g.tensors[g.input].lanes = _in_lanes(g, first, first.inputs.index(g.input))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from sw.boards import get_board
-from sw.estimate import (analytic_cycles, bottleneck, bram18_for, estimate, layer_resources,
-                         totals, uram_for)
+from hw.ops.memory import bram18_for, uram_for
+from sw.estimate import analytic_cycles, bottleneck, estimate, layer_resources, totals
 from sw.folding import apply_folding
 from hw.graph import HWGraph, HWLayer, TensorInfo
 from sw.report import REPORT_FILES, report_data, write_report

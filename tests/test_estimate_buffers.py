@@ -15,7 +15,8 @@ from hw.channel_ops import ChannelShuffle
 from hw.registry import buffer_memory, buffer_read_ports, build_layer, read_crossbar
 from sw.autofold import _fit, memory_lut_floor
 from sw.boards import get_board
-from sw.estimate import bram18_for, layer_resources, lutram_luts_for, mux_luts
+from hw.ops.memory import bram18_for, lutram_luts_for, mux_luts
+from sw.estimate import layer_resources
 from sw.folding import MEMORY_OPS, apply_folding
 from hw.graph import HWGraph, HWLayer, TensorInfo
 from sw.lower import CompileError

@@ -16,7 +16,8 @@ from sim.runner import icarus_available
 from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
 from hw import golden
-from sw.estimate import analytic_cycles, bram18_for, layer_resources, lutram_luts_for
+from hw.ops.memory import bram18_for, lutram_luts_for
+from sw.estimate import analytic_cycles, layer_resources
 from sw.execute import run_graph
 from sw.folding import apply_folding
 from hw.graph import HWGraph, HWLayer, TensorInfo

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sw.boards import Board
+if TYPE_CHECKING:  # annotations only: hw/ imports nothing from the compiler at run time
+    from sw.boards import Board
 
 DMA_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 1024)  # PG021: allowed stream data widths
 BD_NAME = "deflow_bd"
