@@ -85,21 +85,35 @@ def load_input(path: Path, graph, frames: int | None) -> list[np.ndarray]:
     return [x[i % x.shape[0]] for i in range(n)]
 
 
+def folder_clock_mhz(folder: Path) -> float | None:
+    """The clock (MHz) ``deflow compile`` estimated the folder at (``estimates.json``), or
+    ``None`` when the folder has no readable estimate report."""
+    try:
+        return float(json.loads((Path(folder) / "estimates.json").read_text())["clock_mhz"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def simulate_folder(folder: Path, *, input_path: Path | None = None, frames: int | None = None,
-                    seed: int = 0, build_root: Path | None = None) -> dict:
+                    seed: int = 0, build_root: Path | None = None,
+                    clock_mhz: float | None = None) -> dict:
     """Simulate a compiled folder's accelerator on frames and compare with the golden model.
 
     Args:
         input_path: ``.npy`` input (see :func:`load_input`); default ``frames`` seeded random
             frames of the input type.
         frames: number of frames (default 3 random, or the file's count).
+        clock_mhz: clock of the projected frame rate (default: the folder's, from its
+            ``estimates.json``; no projection without either).
 
     Returns:
         ``{"bit_exact", "mismatches" (per frame), "values_per_frame", "frames",
         "cycles" (per frame: first frame from the first input beat, then tlast to tlast),
         "interval_cycles" (the last frame's, the steady state; None with one frame),
         "first_frame_cycles", "ii_cycles" (compiler, bottleneck layer's expected cycles),
-        "bottleneck", "interval_vs_ii" (ratio), "fifo_depths_total", "build_s", "sim_s"}``.
+        "bottleneck", "interval_vs_ii" (ratio), "fifo_depths_total", "build_s", "sim_s",
+        "clock_mhz", "fps_at_clock" (clock / measured interval; None without an interval
+        or a clock)}``.
 
     Raises:
         SimulateError: bad folder or input, or the simulation stalled / timed out (the
@@ -112,6 +126,9 @@ def simulate_folder(folder: Path, *, input_path: Path | None = None, frames: int
     graph, depths = load_folder(folder)
     if frames is not None and frames < 1:
         raise SimulateError(f"--frames must be >= 1, got {frames}")
+    if clock_mhz is not None and clock_mhz <= 0:
+        raise SimulateError(f"--clock-mhz must be positive, got {clock_mhz:g}")
+    clock = clock_mhz or folder_clock_mhz(folder)
     if input_path is not None:
         xs = load_input(Path(input_path), graph, frames)
     else:
@@ -137,13 +154,15 @@ def simulate_folder(folder: Path, *, input_path: Path | None = None, frames: int
         "fifo_depths_total": int(sum(depths.values())),
         "build_s": run.build_s,
         "sim_s": run.sim_s,
+        "clock_mhz": clock,
+        "fps_at_clock": (round(clock * 1e6 / interval, 1) if interval and clock else None),
     }
 
 
 def cmd_simulate(args) -> int:
     """``deflow simulate``: exit 0 when bit-exact, 1 when some output value differs."""
     res = simulate_folder(Path(args.folder), input_path=args.input, frames=args.frames,
-                          seed=args.seed)
+                          seed=args.seed, clock_mhz=args.clock_mhz)
     if args.json:
         print(json.dumps(res))
     else:
@@ -162,19 +181,28 @@ def cmd_simulate(args) -> int:
         else:
             print(f"steady-state interval {res['interval_cycles']:,} cycles vs II "
                   f"{res['ii_cycles']:,} ({res['bottleneck']}): {res['interval_vs_ii']:.4f} x II")
+            if res["fps_at_clock"]:
+                print(f"projected {res['fps_at_clock']:,.1f} frames/s at {res['clock_mhz']:g} MHz "
+                      "(from the measured interval; not a board measurement)")
     return 0 if res["bit_exact"] else 1
 
 
 def add_simulate_parser(sub) -> argparse.ArgumentParser:
     """Register ``deflow simulate`` on an argparse subparsers object."""
     s = sub.add_parser("simulate", help="run a compiled folder's accelerator in RTL simulation "
-                       "(native Verilator), check it against the golden model, measure its interval")
+                       "(native Verilator), check it against the golden model, measure its interval",
+                       description="Build the compiled folder's accelerator with the native "
+                       "Verilator testbench (cached under build/sim), stream frames through it, "
+                       "compare every output value with the golden model and print the measured "
+                       "frame interval (--json: one JSON object). Writes nothing into the folder.")
     s.add_argument("folder", help="output folder of deflow compile (hw_graph.json, fifo_depths.json)")
     s.add_argument("--input", default=None, help=".npy of one [H, W, C] frame or [N, H, W, C] "
                    "(default: seeded random frames)")
     s.add_argument("--frames", type=int, default=None,
                    help="frames to stream (default 3 random, or the file's count; 2+ for an interval)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random frames")
+    s.add_argument("--clock-mhz", type=float, default=None, help="clock of the projected "
+                   "frame rate (default: the one the folder was compiled for)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_simulate)
     return s

@@ -30,6 +30,8 @@ def test_simulate_json_on_a_compiled_folder(slice_folder, val_images, tmp_path, 
     assert res["bit_exact"] is True and res["mismatches"] == [0, 0, 0]
     assert res["frames"] == 3 and res["ii_cycles"] == 9473
     assert res["interval_cycles"] == 9216 and res["interval_cycles"] <= 1.01 * res["ii_cycles"]
+    # projected at the clock the folder was compiled for (ultra96v2's 200 MHz)
+    assert res["clock_mhz"] == 200.0 and res["fps_at_clock"] == round(200e6 / 9216, 1)
     # the first frame, fill included, is the analytical model's with always-valid input
     from sw.fifo_analytic import schedule_graph
     from hw.graph import HWGraph
@@ -41,6 +43,7 @@ def test_simulate_json_on_a_compiled_folder(slice_folder, val_images, tmp_path, 
     text = capsys.readouterr().out
     assert "bit-exact: every output value equals the golden model's" in text
     assert f"steady-state interval 9,216 cycles vs II 9,473 ({res['bottleneck']})" in text
+    assert "projected 21,701.4 frames/s at 200 MHz" in text
 
 
 @pytest.mark.parametrize("make, msg", [
