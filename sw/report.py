@@ -111,7 +111,8 @@ def report_data(graph: HWGraph, estimates: list[LayerEstimate], board: Board, cl
             "source_node": l.source_node,
         })
     tot = dict(t)
-    tot.update(bram36=bram36, gmac_per_s=t["macs"] * t["fps"] / 1e9,
+    # flip-flops: sw.estimate has no model for them (its per-layer 0 means "not estimated")
+    tot.update(ffs=None, bram36=bram36, gmac_per_s=t["macs"] * t["fps"] / 1e9,
                external_weight_layers=sum(1 for x in layers if x["mem_mode"] == "external"))
     return {
         "estimated": True,
@@ -161,44 +162,89 @@ def format_markdown(data: dict) -> str:
                    f"| {x['macs']:,} | {x['memory_kind']} | {x['bram18']} | {x['lutram_luts']} "
                    f"| {x['uram']} | {x['luts']:,} | {x['dsps']} | {x['res_type']} | {x['mem_mode']} "
                    f"| {x['dram_bytes_per_frame']:,} |")
+    out.append(f"| **total** ({len(data['layers'])} layers) | | | II {t['ii_cycles']:,} "
+               f"| {t['macs']:,} | | {t['bram18']} | {t['lutram_luts']:,} | {t['uram']} "
+               f"| {t['luts']:,} | {t['dsps']} | | | {t['dram_bytes_per_frame']:,} |")
     out += ["", f"Totals: BRAM18 {t['bram18']} (= {t['bram36']} BRAM36), LUTRAM LUTs "
                 f"{t['lutram_luts']:,} (included in LUT), weight storage {t['weight_bits']:,} bits.",
             "", "## Formula sources", ""] + [f"- {s}" for s in data["sources"]] + [""]
     return "\n".join(out)
 
 
+#: layers shown in the plot's "slowest layers" panel
+PLOT_TOP_LAYERS = 15
+
+
 def plot_report(data: dict, path: Path) -> None:
-    """PNG of per-layer cycles (bars, II line) and resources vs capacity (percent), atomically."""
+    """One page (1,320 x 990 pixels), readable at natural size, written atomically:
+
+    * the :data:`PLOT_TOP_LAYERS` slowest layers (expected cycles per frame, log scale), the
+      bottleneck in red, the II as a dashed line;
+    * cycles by layer type: every layer as a dot on its op's row, the op's slowest layer as
+      the bar, with the number of layers of that op;
+    * resources against the board's capacity (percent, used / capacity on each bar).
+
+    Arguments: ``data`` from :func:`report_data`, ``path`` the PNG.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     layers = data["layers"]
     t = data["totals"]
-    n = len(layers)
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 0.28 * n + 3), 8.5),
-                                   gridspec_kw={"height_ratios": [2.2, 1]})
-    colors = ["tab:red" if x["name"] == t["bottleneck"] else "tab:blue" for x in layers]
-    ax1.bar(range(n), [x["cycles"] for x in layers], color=colors)
-    ax1.axhline(t["ii_cycles"], color="tab:red", ls="--", lw=1,
-                label=f"II = {t['ii_cycles']:,} cycles ({t['fps']:.1f} fps @ {data['clock_mhz']:g} MHz)")
-    ax1.set_yscale("log")
-    ax1.set_ylabel("expected cycles / frame (estimate)")
-    ax1.set_xticks(range(n))
-    ax1.set_xticklabels([x["name"] for x in layers], rotation=90, fontsize=6)
-    ax1.set_title(f"{data['board']}: per-layer expected cycles (bottleneck {t['bottleneck']})")
-    ax1.legend(fontsize=8)
+    bn = t["bottleneck"]
+    fig = plt.figure(figsize=(12, 9))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.9, 1], width_ratios=[1.25, 1])
+    ax1, ax3, ax2 = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])
+    fig.suptitle(f"{data['board']} at {data['clock_mhz']:g} MHz: II {t['ii_cycles']:,} cycles, "
+                 f"{t['fps']:,.1f} fps, bottleneck {bn} ({len(layers)} layers; estimates)",
+                 fontsize=13)
+
+    top = sorted(layers, key=lambda x: -x["cycles"])[:PLOT_TOP_LAYERS][::-1]
+    y = range(len(top))
+    ax1.barh(y, [x["cycles"] for x in top],
+             color=["tab:red" if x["name"] == bn else "tab:blue" for x in top])
+    ax1.axvline(t["ii_cycles"], color="tab:red", ls="--", lw=1)
+    ax1.set_yticks(list(y))
+    ax1.set_yticklabels([f"{x['name']} ({x['op']})" if x["op"] not in x["name"] else x["name"]
+                         for x in top], fontsize=9)
+    for i, x in enumerate(top):
+        ax1.text(x["cycles"], i, f" {x['cycles']:,}", va="center", fontsize=8)
+    ax1.set_xlim(0, t["ii_cycles"] * 1.25)
+    ax1.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax1.set_xlabel("expected cycles per frame (dashed: the II)")
+    ax1.set_title(f"the {len(top)} slowest of {len(layers)} layers", fontsize=11)
+
+    ops = sorted({x["op"] for x in layers}, key=lambda o: max(x["cycles"] for x in layers
+                                                                 if x["op"] == o))
+    for i, op in enumerate(ops):
+        cyc = [x["cycles"] for x in layers if x["op"] == op]
+        ax3.barh(i, max(cyc), color="tab:red" if any(x["name"] == bn for x in layers
+                                                    if x["op"] == op) else "lightsteelblue")
+        ax3.plot(cyc, [i] * len(cyc), "o", ms=3.5, color="black", alpha=0.6)
+    ax3.set_yticks(range(len(ops)))
+    ax3.set_yticklabels([f"{op} ({sum(1 for x in layers if x['op'] == op)})" for op in ops],
+                        fontsize=9)
+    ax3.set_xscale("log")
+    ax3.set_xlabel("expected cycles per frame, log scale\n(dots: layers; bar: the slowest)")
+    ax3.set_title("cycles by layer type (number of layers)", fontsize=11)
+
     keys = [("luts", "LUT"), ("dsps", "DSP"), ("bram36", "BRAM36"), ("uram", "URAM")]
     pct = [999.0 if data["utilisation_percent"][k] is None else min(data["utilisation_percent"][k], 999.0)
            for k, _ in keys]
-    ax2.bar([lab for _, lab in keys], pct,
-            color=["tab:green" if p <= 100 else "tab:red" for p in pct])
-    ax2.axhline(100, color="black", lw=1)
-    for i, (k, _) in enumerate(keys):
-        ax2.text(i, pct[i], f"{t[k]:,}/{data['capacity'][k]:,}", ha="center", va="bottom", fontsize=8)
-    ax2.set_ylabel(f"% of {data['board']} (estimate)")
-    ax2.set_ylim(0, max(110.0, max(pct) * 1.15))
+    ax2.barh([lab for _, lab in keys][::-1], pct[::-1],
+             color=["tab:green" if p <= 100 else "tab:red" for p in pct][::-1])
+    ax2.axvline(100, color="black", lw=1)
+    for i, (k, _) in enumerate(keys[::-1]):
+        p = pct[len(keys) - 1 - i]
+        cap = data["capacity"][k]
+        ax2.text(p + 1, i, f"{t[k]:,} / {cap:,}" if cap else f"{t[k]:,} (the board has none)",
+                 va="center", fontsize=9)
+    ax2.set_xlabel(f"% of {data['board']} (compiler estimates; flip-flops not estimated)")
+    ax2.set_xlim(0, max(120.0, max(pct) * 1.25))
+    ax2.set_title("resources", fontsize=11)
     fig.tight_layout()
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".png", dir=path.parent)
