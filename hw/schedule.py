@@ -277,6 +277,33 @@ def upsample_schedule(arrivals, *, height: int, row_beats: int, factor: int):
     return consume, produce
 
 
+def window_row_issue(last: int | None, first_idle: int, ready_all: int,
+                     free_after: int | None) -> tuple[int, int | None]:
+    """When a line-buffer window engine starts an output row (cycles), and when it frees the
+    input rows the row no longer needs.
+
+    Args:
+        last: cycle of the previous output row's last beat (``None`` before the first row).
+        first_idle: the first cycle the engine is idle (``last + 1``, or the stream's start).
+        ready_all: first cycle in which every input row the output row reads is complete.
+        free_after: for a row change that frees input rows, the cycle the last of them was
+            completed (``None`` when no row is freed).
+
+    Returns:
+        ``(start, free)``: the first beat's cycle and the cycle the freed rows' slots are
+        released (``None`` when no row is freed). A row change whose inputs are complete costs
+        no bubble; otherwise freeing takes a cycle and the first beat waits for the inputs.
+        Shared by :meth:`hw.window.SlidingWindow.expected_cycles` and
+        :func:`line_buffer_schedule`, so the two agree by construction.
+    """
+    if last is not None and ready_all <= last:
+        return last + 1, last
+    if free_after is not None:
+        free = max(first_idle, free_after)
+        return (free + 1 if ready_all <= free else max(free + 1, ready_all) + 1), free
+    return max(first_idle, ready_all) + 1, None
+
+
 def line_buffer_schedule(arrivals, *, height: int, row_beats: int, rows: int,
                          out_rows: int, row_lo_hi, beats_per_out_row: int,
                          offsets: np.ndarray | None = None, pixel_beats: int = 0):
@@ -335,16 +362,8 @@ def line_buffer_schedule(arrivals, *, height: int, row_beats: int, rows: int,
             lo, hi = lo + base, hi + base
             pend = lo - prev_lo
             ready_all = complete(hi)
-            if last is not None and ready_all <= last:
-                start, free = last + 1, last
-            else:
-                t = _NEG if last is None else last + 1
-                if pend:
-                    free = max(t, complete(lo - 1))
-                    start = free + 1 if ready_all <= free else max(free + 1, ready_all) + 1
-                else:
-                    free = None
-                    start = max(t, ready_all) + 1
+            start, free = window_row_issue(last, _NEG if last is None else last + 1, ready_all,
+                                           complete(lo - 1) if pend else None)
             for r in range(prev_lo, lo):
                 freed_at[r] = free
             prev_lo = lo

@@ -39,6 +39,7 @@ from amaranth.lib.wiring import In, Out
 from hw.memory_style import check_ram_style, memory_attrs
 from hw.mvau import lut_multiplier
 from hw.golden import conv_output_dim
+from hw.schedule import window_row_issue
 
 __all__ = ["SlidingWindowGenerator", "MinimalSlidingWindowGenerator", "DeformableSampler",
            "minimal_window_events", "minimal_window_steady_cycles",
@@ -157,16 +158,8 @@ class _LineBufferWindow(wiring.Component):
             lo, hi = self._row_lo_hi(oy)
             pend = lo - prev_lo  # rows to free before this output row
             ready_all = complete(hi)  # first cycle in which rows up to hi count as complete
-            if last is not None and ready_all <= last:  # row change without a bubble
-                start, free = last + 1, last
-            else:
-                t = 0 if last is None else last + 1  # first idle cycle
-                if pend:
-                    free = max(t, complete(lo - 1))
-                    start = free + 1 if ready_all <= free else max(free + 1, ready_all) + 1
-                else:
-                    free = None
-                    start = max(t, ready_all) + 1
+            start, free = window_row_issue(last, 0 if last is None else last + 1, ready_all,
+                                           complete(lo - 1) if pend else None)
             if pend:
                 for r in range(prev_lo, lo):
                     freed_at[r] = free

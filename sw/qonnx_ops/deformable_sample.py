@@ -29,7 +29,7 @@ class DeformableSample(CustomOp):
         return {"max_offset": ("i", True, 7)}
 
     def _name(self) -> str:
-        return self.onnx_node.name or "<unnamed DeformableSample>"
+        return self.onnx_node.name or f"<unnamed {type(self).__name__}>"
 
     def make_shape_compatible_op(self, model):
         # Concat of nine copies of x along channels: [N, C, H, W] -> [N, 9C, H, W]. It needs no
@@ -76,8 +76,8 @@ class DeformableSample(CustomOp):
     def verify_node(self):
         info = []
         node = self.onnx_node
-        if node.op_type != "DeformableSample":
-            info.append(f"{self._name()}: op_type {node.op_type} is not DeformableSample")
+        if node.op_type != type(self).__name__:
+            info.append(f"{self._name()}: op_type {node.op_type} is not {type(self).__name__}")
         if len(node.input) != 2:
             info.append(f"{self._name()}: expects 2 inputs (x, offsets), has {len(node.input)}")
         else:

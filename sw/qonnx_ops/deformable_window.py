@@ -19,30 +19,24 @@ from __future__ import annotations
 
 import numpy as np
 from onnx import helper
-from qonnx.custom_op.base import CustomOp
 
 from hw.golden import GoldenModelError, deformable_sample
+from sw.qonnx_ops.deformable_sample import DeformableSample
 
 
-class DeformableWindow(CustomOp):
-    """qonnx CustomOp: NHWC deformable 3x3 sampling in FINN's depthwise window order."""
-
-    def get_nodeattr_types(self):
-        return {"max_offset": ("i", True, 7)}
+class DeformableWindow(DeformableSample):
+    """qonnx CustomOp: NHWC deformable 3x3 sampling in FINN's depthwise window order (its
+    attribute, data type rule and node checks are :class:`DeformableSample`'s)."""
 
     def make_shape_compatible_op(self, model):
         node = self.onnx_node
         return helper.make_node("Concat", [node.input[0]] * 9, [node.output[0]], axis=-1)
 
-    def infer_node_datatype(self, model):
-        dt = model.get_tensor_datatype(self.onnx_node.input[0])
-        model.set_tensor_datatype(self.onnx_node.output[0], dt)
-
     def execute_node(self, context, graph):
         node = self.onnx_node
         x = np.asarray(context[node.input[0]])
         off = np.asarray(context[node.input[1]])
-        name = node.name or "DeformableWindow"
+        name = self._name()
         if x.ndim != 4 or off.shape != (*x.shape[:3], 1):
             raise ValueError(f"{name}: features {x.shape} and offsets {off.shape} disagree "
                              "(expected [N,H,W,C] and [N,H,W,1])")
@@ -59,10 +53,3 @@ class DeformableWindow(CustomOp):
             # [H, W, C, 9, 1] -> tap-major [H, W, 9, C]
             out[i] = win[..., 0].transpose(0, 1, 3, 2).reshape(h, w, 9 * c)
         context[node.output[0]] = out
-
-    def verify_node(self):
-        node = self.onnx_node
-        info = []
-        if len(node.input) != 2 or len(node.output) != 1:
-            info.append("DeformableWindow takes (x, offsets) and gives one output")
-        return info
