@@ -327,6 +327,8 @@ def finn_lower(model: ModelWrapper | str | Path, input_scale: float | str = "aut
 
     model = _load(model)
     for vi in model.graph.input:
+        if model.get_initializer(vi.name) is not None:
+            continue  # a constant listed as an input (torch's dynamo exporter lifts some)
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                 for d in vi.type.tensor_type.shape.dim]
         if not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
