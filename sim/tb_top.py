@@ -1,37 +1,29 @@
 """cocotb testbench of the whole accelerator (hw.top.Accelerator) through its AXI-Stream ports.
 
 Config (from sim.runner.load_tb_config): ``frames``: list of frames, each a list of input
-bytes in AXI order; ``expected``: per frame the expected output bytes; ``stall`` and
-``backpressure``: probabilities of an idle input cycle / a not-ready output cycle;
-``timeout_cycles``; ``probes`` (FIFO probes of an instrumented top: tensor, producer,
-consumer, depth, level_bits), ``busy_layers`` and ``watchdog_cycles`` (optional). Writes
-``result.json`` (per-frame output, mismatches and cycles; with probes also the highest level of
-every FIFO and the MAC-busy cycles of every MVAU/VVAU) to the path in ``result_path``.
+bytes in AXI order; ``expected``: per frame the expected output bytes; ``stall``,
+``backpressure`` (and ``seed``): idle input cycles / not-ready output cycles, as in
+:mod:`sim.streams`; ``timeout_cycles`` (per output frame); ``probes`` (FIFO probes of an
+instrumented top: tensor, producer, consumer, depth, level_bits), ``busy_layers`` and
+``watchdog_cycles`` (optional). Writes ``result.json`` (per-frame output, mismatches and
+cycles; with probes also the highest level of every FIFO and the MAC-busy cycles of every
+MVAU/VVAU) to the path in ``result_path``.
 
 Watchdog: when nothing moves for ``watchdog_cycles`` (no AXI-Stream beat on either port and,
-with probes, no beat through any inter-layer FIFO and no MAC step), the test fails with a diagnosis read from the probes: which FIFOs are full (producer blocked), which
-are empty with a waiting consumer, and which multi-input layer waits on one input while
-another is full (the usual reconvergent-path deadlock: the full FIFO's path needs depth).
+with probes, no beat through any inter-layer FIFO and no MAC step), the test fails with a
+diagnosis read from the probes: which FIFOs are full (producer blocked), which are empty with
+a waiting consumer, and which multi-input layer waits on one input while another is full (the
+usual reconvergent-path deadlock: the full FIFO's path needs depth).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
-from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
 from sim.runner import load_tb_config
-
-
-def _pauses(prob: float, seed: int):
-    rng = random.Random(seed)
-    while True:
-        yield rng.random() < prob
+from sim.streams import StreamStall, StreamTB, write_json
 
 
 def _fields(value: int, widths: list[int]) -> list[int]:
@@ -82,90 +74,63 @@ def diagnose_stall(dut, probes: list[dict]) -> str:
                         int(dut.dbg_fifo_level.value))
 
 
+class TopTB(StreamTB):
+    """:class:`sim.streams.StreamTB` on the accelerator's AXI-Stream ports, with the watchdog
+    reading the probes of an instrumented top and the MAC-busy counters sampled at every
+    output tlast."""
+
+    def __init__(self, dut, cfg: dict):
+        self.probes = cfg.get("probes", [])
+        self.busy_layers = cfg.get("busy_layers", [])
+        super().__init__(dut, ["s_axis"], ["m_axis"],
+                         watchdog_cycles=cfg.get("watchdog_cycles", 0),
+                         activity=dut.dbg_activity if self.probes else None,
+                         diagnose=lambda: diagnose_stall(dut, self.probes))
+        self.busy_at_end: list[int] = []
+
+    def on_frame_end(self, port: str, cycle: int) -> None:
+        if port == "m_axis" and self.probes and self.busy_layers:
+            self.busy_at_end.append(int(self.dut.dbg_mac_busy.value))
+
+
 @cocotb.test()
 async def stream_frames(dut):
     cfg = load_tb_config()
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, dut.rst)
-    sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.clk, dut.rst)
-    if cfg["stall"]:
-        source.set_pause_generator(_pauses(cfg["stall"], 1))
-    if cfg["backpressure"]:
-        sink.set_pause_generator(_pauses(cfg["backpressure"], 2))
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-
-    # cycle bookkeeping: first input beat accepted -> tlast of each output frame
-    marks = {"first_in": None, "frame_end": [], "stalled": None, "busy_at_end": []}
-    probes = cfg.get("probes", [])
-    busy_layers = cfg.get("busy_layers", [])
-    watchdog = cfg.get("watchdog_cycles", 0)
-
-    async def monitor():
-        cycle = last_move = 0
-        while True:
-            await RisingEdge(dut.clk)
-            cycle += 1
-            moved_in = dut.s_axis_tvalid.value == 1 and dut.s_axis_tready.value == 1
-            moved_out = dut.m_axis_tvalid.value == 1 and dut.m_axis_tready.value == 1
-            if moved_in or moved_out or (probes and dut.dbg_activity.value == 1):
-                last_move = cycle
-            if marks["first_in"] is None and moved_in:
-                marks["first_in"] = cycle
-            if moved_out and dut.m_axis_tlast.value == 1:
-                marks["frame_end"].append(cycle)
-                if probes and busy_layers:
-                    marks["busy_at_end"].append(int(dut.dbg_mac_busy.value))
-            if watchdog and cycle - last_move > watchdog and marks["stalled"] is None:
-                marks["stalled"] = (f"watchdog: nothing moved for {watchdog} cycles at "
-                                    f"cycle {cycle}\n" + diagnose_stall(dut, probes))
-                # the caller reports this text itself (cocotb's failure only names the log)
-                with open(cfg["result_path"] + ".stall", "w") as f:
-                    f.write(marks["stalled"])
-                return
-            if cycle > cfg["timeout_cycles"]:
-                return
-
-    mon = cocotb.start_soon(monitor())
+    tb = TopTB(dut, cfg)
+    await tb.reset()
+    tb.set_pauses(cfg)
     for frame in cfg["frames"]:
-        await source.send(AxiStreamFrame(bytes(frame)))
+        await tb.send("s_axis", bytes(frame))
     results = []
     for i, expected in enumerate(cfg["expected"]):
-        rx = cocotb.start_soon(sink.recv())
-        waited = 0
-        while not rx.done():
-            await RisingEdge(dut.clk)
-            waited += 1
-            assert marks["stalled"] is None, marks["stalled"]
-            assert waited < cfg["timeout_cycles"], (
-                f"timeout: output frame {i} not complete after {waited} cycles "
-                f"({sink.count()} frames queued)")
-        got = list(rx.result().tdata)
+        try:
+            (got,) = await tb.within(cfg["timeout_cycles"], tb.recv_frame("m_axis"),
+                                     what=f"timeout: output frame {i}")
+        except StreamStall as exc:
+            # the caller reports this text itself (cocotb's failure only names the log)
+            with open(cfg["result_path"] + ".stall", "w") as f:
+                f.write(str(exc))
+            raise
         mism = sum(1 for a, b in zip(got, expected) if a != b) + abs(len(got) - len(expected))
         results.append({"output": got, "mismatches": mism})
-    mon.cancel()
-    ends = marks["frame_end"]
-    cycles = [ends[0] - marks["first_in"] + 1] + [b - a for a, b in zip(ends, ends[1:])]
+    # cycle bookkeeping: first input beat accepted -> tlast of each output frame
+    ends = tb.ends["m_axis"]
+    cycles = [ends[0] - tb.beats["s_axis"][0] + 1] + [b - a for a, b in zip(ends, ends[1:])]
     for r, c in zip(results, cycles):
         r["cycles"] = c
+    probes, busy_layers = tb.probes, tb.busy_layers
     if probes and results:
         peaks = _fields(int(dut.dbg_fifo_max.value), [p["level_bits"] for p in probes])
         results[0]["fifo_max"] = {p["tensor"]: v for p, v in zip(probes, peaks)}
     # MAC-busy cycles of every MVAU/VVAU within each frame interval (counters read at tlast)
     prev = [0] * len(busy_layers)
-    for r, snap in zip(results, marks["busy_at_end"]):
+    for r, snap in zip(results, tb.busy_at_end):
         now = _fields(snap, [32] * len(busy_layers))
         r["mac_busy"] = {name: b - a for name, a, b in zip(busy_layers, prev, now)}
         prev = now
     # the figures also go to the simulator log, which stays in the build folder
     dut._log.info("deflow summary: %s", json.dumps(
         [{k: v for k, v in r.items() if k != "output"} for r in results]))
-    path = cfg["result_path"]
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f)
-    os.replace(path + ".tmp", path)
+    write_json(cfg["result_path"], results)
     bad = [i for i, r in enumerate(results) if r["mismatches"]]
     assert not bad, f"frames {bad} differ from the golden model"

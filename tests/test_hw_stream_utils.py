@@ -18,7 +18,7 @@ from amaranth.lib import data
 
 from hw.stream_utils import StreamDuplicator, StreamWidthConverter
 from sim.runner import icarus_available, run_cocotb
-from sim.streams import pack_lanes
+from sim.streams import pack_lanes, stall_free
 
 # the second simulator, on the small cases
 ICARUS = pytest.param("icarus", marks=pytest.mark.skipif(not icarus_available(),
@@ -33,7 +33,7 @@ def run_tb(dut, name, kind, in_words, exp_words, runs, tmp_path, simulator="veri
 
 
 def check_free_run(name, results, expected):
-    free = [r for r in results if r["run"]["in_stall"] == 0 and not any(r["run"]["out_bp"])]
+    free = [r for r in results if stall_free(r["run"])]
     for r in free:
         print(f"{name}: measured {r['cycles']} cycles, expected {expected}")
         assert abs(r["cycles"] - expected) <= 0.05 * expected
@@ -48,10 +48,11 @@ def test_duplicator(tmp_path, simulator):
     beats = 400
     words = [pack_lanes(v, 8) for v in rng.integers(0, 256, size=(beats, 3))]
     runs = [
-        {"in_stall": 0.0, "out_bp": [0.0, 0.0], "seed": 0},
-        {"in_stall": 0.3, "out_bp": [0.3, 0.3], "seed": 1},
-        {"in_stall": 0.0, "out_bp": [0.7, 0.1], "seed": 2},  # outputs take a beat at different times
-        {"in_stall": 0.5, "out_bp": [0.0, 0.8], "seed": 3},
+        {"stall": 0.0, "backpressure": 0.0, "seed": 0},
+        {"stall": 0.3, "backpressure": 0.3, "seed": 1},
+        # the outputs take a beat at different times
+        {"stall": 0.0, "backpressure": {"o0": 0.7, "o1": 0.1}, "seed": 2},
+        {"stall": 0.5, "backpressure": {"o1": 0.8}, "seed": 3},
     ]
     res = run_tb(dut, "dup", "dup", words, words, runs, tmp_path, simulator)
     check_free_run("dup", res, dut.expected_cycles(beats))
@@ -90,10 +91,10 @@ def run_dwc(tmp_path, in_lanes, out_lanes, bits, is_signed, simulator="verilator
     in_words = [pack_lanes(b, bits) for b in vals.reshape(-1, in_lanes)]
     out_words = [pack_lanes(b, bits) for b in vals.reshape(-1, out_lanes)]
     runs = [
-        {"in_stall": 0.0, "out_bp": [0.0], "seed": 0},
-        {"in_stall": 0.3, "out_bp": [0.3], "seed": 1},
-        {"in_stall": 0.0, "out_bp": [0.7], "seed": 2},
-        {"in_stall": 0.7, "out_bp": [0.0], "seed": 3},
+        {"stall": 0.0, "backpressure": 0.0, "seed": 0},
+        {"stall": 0.3, "backpressure": 0.3, "seed": 1},
+        {"stall": 0.0, "backpressure": 0.7, "seed": 2},
+        {"stall": 0.7, "backpressure": 0.0, "seed": 3},
     ]
     name = f"dwc_{in_lanes}to{out_lanes}"
     res = run_tb(dut, name, "dwc", in_words, out_words, runs, tmp_path, simulator)

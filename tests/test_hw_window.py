@@ -18,14 +18,14 @@ from amaranth.back import verilog
 
 from hw.window import DeformableSampler, MinimalSlidingWindowGenerator, SlidingWindowGenerator
 from sim.runner import icarus_available, run_cocotb
-from sim.streams import pack_lanes
+from sim.streams import pack_lanes, stall_free
 from hw import golden
 
-FREE = {"in_stall": 0.0, "off_stall": 0.0, "out_bp": 0.0, "seed": 0}
+FREE = {"stall": 0.0, "backpressure": 0.0, "seed": 0}
 STALLS = [
-    {"in_stall": 0.3, "off_stall": 0.3, "out_bp": 0.3, "seed": 1},
-    {"in_stall": 0.0, "off_stall": 0.0, "out_bp": 0.8, "seed": 2},  # buffer fills, writer blocks
-    {"in_stall": 0.8, "off_stall": 0.5, "out_bp": 0.1, "seed": 3},  # reader waits for rows
+    {"stall": 0.3, "backpressure": 0.3, "seed": 1},
+    {"stall": 0.0, "backpressure": 0.8, "seed": 2},  # buffer fills, writer blocks
+    {"stall": {"i": 0.8, "offsets": 0.5}, "backpressure": 0.1, "seed": 3},  # reader waits for rows
 ]
 
 
@@ -60,8 +60,7 @@ def run_window_tb(dut, name, frames, expected, tmp_path, runs, offsets=None,
 
 def check_cycles(dut, name, results):
     for r in results:
-        run = r["run"]
-        if run["in_stall"] == 0 and run["out_bp"] == 0 and run.get("off_stall", 0) == 0:
+        if stall_free(r["run"]):
             exp = dut.expected_cycles()
             print(f"{name}: measured {r['frame0_cycles']} cycles, expected {exp} "
                   f"(output beats {dut.frame_out_beats}, buffer {dut.rows} rows = "
@@ -237,7 +236,7 @@ def test_sampler_n2_small(tmp_path):
 
 def test_sampler_late_offsets(tmp_path):
     # offsets arrive rarely: the sampler must wait for them, never skip or reorder
-    runs = [{"in_stall": 0.0, "off_stall": 0.95, "out_bp": 0.2, "seed": 5}]
+    runs = [{"stall": {"offsets": 0.95}, "backpressure": 0.2, "seed": 5}]
     run_sampler(tmp_path, "dsamp_n2", hw=(5, 6), c=2, n=2, lanes=1, seed=12, runs=runs)
 
 
