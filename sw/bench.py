@@ -92,13 +92,15 @@ def layer_rows(graph, estimates, mac_busy: dict | None = None, interval: int | N
         rows with ``expected_cycles`` (compiler), ``ideal_cycles`` (``MACs / (PE*SIMD)``, MVAU/VVAU
         only), ``rtl_busy_cycles`` and ``utilisation`` (busy / interval) where measured.
     """
+    from hw.ops import OPS
+
     rows = []
     for layer, e in zip(graph.layers, estimates):
         f = layer.folding
         lanes = f.get("PE", 1) * f.get("SIMD", 1)
         row = {"name": e.name, "op": e.op, "PE": f.get("PE"), "SIMD": f.get("SIMD"),
                "expected_cycles": e.cycles, "macs": e.macs,
-               "ideal_cycles": (e.macs // lanes) if e.op in ("MVAU", "VVAU") else None,
+               "ideal_cycles": (e.macs // lanes) if OPS[e.op].has_mac_array else None,
                "rtl_busy_cycles": None, "utilisation": None}
         if mac_busy and e.name in mac_busy:
             row["rtl_busy_cycles"] = mac_busy[e.name]

@@ -17,6 +17,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from hw.graph import HWGraph
+from hw.ops import OPS
 from sw.lower import CompileError
 
 __all__ = ["Lowered", "lower_model", "finn_folding_to_deflow", "brevitas_distance"]
@@ -141,11 +142,11 @@ def finn_folding_to_deflow(cfg: dict, graph: HWGraph) -> dict:
             raise CompileError(f"folding config names node {key!r}, which the graph does not have")
         if not isinstance(entry, dict):
             raise CompileError(f"folding config entry {key!r} must be an object")
-        keep = {k: v for k, v in entry.items() if k in ("resType", "ram_style")}
-        if layer.op in ("MVAU", "VVAU"):
-            keep |= {k: entry[k] for k in ("PE", "SIMD") if k in entry}
-            if layer.op == "VVAU" and "SIMD" in keep and int(keep["SIMD"]) != 1:
-                keep.pop("SIMD")  # FINN's VVAU SIMD splits the kernel; deflow's VVAU takes 1
+        op = OPS.get(layer.op)
+        if op is None:
+            raise CompileError(f"folding config names node {key!r}, a {layer.op} layer, which "
+                               "has no hardware op class")
+        keep = op.folding_from_finn(entry)
         if keep:
             out[key] = keep
     return out

@@ -107,6 +107,15 @@ class HWOp:
                                        f"{entry['ram_style']!r}")
             self.layer.folding = {**self.layer.folding, "ram_style": entry["ram_style"]}
 
+    @classmethod
+    def folding_from_finn(cls, entry: dict) -> dict:
+        """The part of a FINN ``folding_config.json`` entry this op takes: ``resType`` and
+        ``ram_style`` always, ``PE`` / ``SIMD`` for a MAC array (FINN's MVAU/VVAU knobs)."""
+        keep = {k: v for k, v in entry.items() if k in ("resType", "ram_style")}
+        if cls.has_mac_array:
+            keep |= {k: entry[k] for k in ("PE", "SIMD") if k in entry}
+        return keep
+
     def _fold(self, entry: dict) -> None:
         """Op-specific part of :meth:`set_folding` (default: the layer keeps its folding)."""
 

@@ -157,6 +157,13 @@ class VVAUOp(_MacOp):
     finn_op = "VVAU"
     depthwise_window_reader = True
 
+    @classmethod
+    def folding_from_finn(cls, entry: dict) -> dict:
+        keep = super().folding_from_finn(entry)
+        if int(keep.get("SIMD", 1)) != 1:
+            keep.pop("SIMD")  # FINN's VVAU SIMD splits the kernel; deflow's reads taps serially
+        return keep
+
     def _matrix(self):
         return self.attrs["channels"], self.attrs["kernel_elems"]
 
