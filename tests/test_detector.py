@@ -235,9 +235,8 @@ def test_head_form_round_trips_and_old_checkpoints_load_as_upsampled(tmp_path):
 def test_head_form_dw3x3_lowers_and_the_golden_model_tracks_brevitas(tmp_path):
     """The refine block lowers to SlidingWindow + VVAU + Requant (or Thresholding) between the
     last Upsample and the head MVAU; the integer golden model matches Brevitas (measured on
-    this seed with the FINN front end: every value equal; deflow's streamliner,
-    ``--frontend deflow``, measured 89.7% equal, max 6 LSB, and 89.3%, max 8, for the
-    "upsampled" form)."""
+    this seed with the FINN front end: every value equal; the streamliner FINN's front end
+    replaced measured 89.7% equal, max 6 LSB, and 89.3%, max 8, for the "upsampled" form)."""
     from brevitas.graph.calibrate import calibration_mode
 
     from models.data import sample_images
