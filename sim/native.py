@@ -99,7 +99,8 @@ def _tool_env() -> dict[str, str]:
 
 def build_native(component, *, toplevel: str = "deflow_top", probes: bool = False,
                  build_root: Path = DEFAULT_BUILD_ROOT, cxx_opt: str = DEFAULT_CXX_OPT,
-                 jobs: int | None = None, log: Callable[[str], None] | None = None) -> Path:
+                 jobs: int | None = None, log: Callable[[str], None] | None = None,
+                 key: str | None = None) -> Path:
     """Verilog of ``component`` (a :class:`hw.top.Accelerator`), Verilated with the native
     testbench into an executable; cached by the Verilog, testbench and flags.
 
@@ -110,6 +111,11 @@ def build_native(component, *, toplevel: str = "deflow_top", probes: bool = Fals
         jobs: parallel C++ compile jobs (default: CPU count).
         log: called with a line before each of the two build steps (they take minutes on
             the 256x256 and 512x512 designs).
+        key: the caller's hash of everything the component's Verilog depends on (its graph
+            with weights, FIFO depths, probes, the hw/ sources). When an executable was built
+            under this key before, it is returned without generating the Verilog (tens of
+            seconds on the whole detector); otherwise the build proceeds as without a key and
+            records it. A key that misses only costs the Verilog generation.
 
     Returns:
         Path of the executable.
@@ -121,41 +127,53 @@ def build_native(component, *, toplevel: str = "deflow_top", probes: bool = Fals
     from amaranth.back import verilog as amaranth_verilog
 
     verilator_bin_dir()  # raises SimulatorUnavailable with the install hint
+    index = None
+    if key:  # the testbench source and build flags are part of the key too
+        k = hashlib.sha1("\0".join([key, TB_SOURCE.read_text(), cxx_opt, str(probes)]).encode())
+        index = Path(build_root) / "native_index" / f"{toplevel}_{k.hexdigest()[:16]}"
+    if index is not None and index.is_file():
+        exe = Path(build_root) / index.read_text().strip() / "obj" / "Vdeflow_top"
+        if exe.is_file():
+            return exe
     if log:
         log("native build: Verilog")
     verilog = strip_fifo_zero_init(amaranth_verilog.convert(component, name=toplevel,
                                                             emit_src=False))
     flags = ["-O3", "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--prefix", "Vdeflow_top",
              "--top-module", toplevel] + (["-CFLAGS", "-DDEFLOW_PROBES"] if probes else [])
-    key = hashlib.sha1("\0".join([verilog, TB_SOURCE.read_text(), cxx_opt] + flags).encode())
-    build_dir = Path(build_root) / f"{toplevel}_native_{key.hexdigest()[:12]}"
+    digest = hashlib.sha1("\0".join([verilog, TB_SOURCE.read_text(), cxx_opt] + flags).encode())
+    build_dir = Path(build_root) / f"{toplevel}_native_{digest.hexdigest()[:12]}"
     exe = build_dir / "obj" / "Vdeflow_top"
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if exe.exists():
-            return exe
-        vpath = build_dir / f"{toplevel}.v"
-        vpath.write_text(verilog)
-        env = _tool_env()
-        steps = [
-            ("verilator", ["verilator", "--cc", "--exe", *flags, "--Mdir", "obj", vpath.name,
-                           str(TB_SOURCE)]),
-            # the wheel's verilated.mk leaves the precompiled-header flag empty (see
-            # sim.runner.prepare_simulator_env); OPT_SLOW: constructors run once
-            ("c++", ["make", "-C", "obj", "-f", "Vdeflow_top.mk", f"-j{jobs or os.cpu_count() or 1}",
-                     f"OPT_FAST={cxx_opt}", "OPT_SLOW=-O0", "CFG_CXXFLAGS_PCH_I=-include"]),
-        ]
-        for name, cmd in steps:
-            if log:
-                log(f"native build: {name} ({build_dir.name})")
-            log_path = build_dir / f"{name}.log"
-            with open(log_path, "w") as f:
-                rc = subprocess.run(cmd, cwd=build_dir, env=env, stdout=f,
-                                    stderr=subprocess.STDOUT).returncode
-            if rc != 0:
-                raise RuntimeError(f"native testbench build failed in {name} (exit {rc}); "
-                                   f"log: {log_path}")
+        if not exe.exists():
+            vpath = build_dir / f"{toplevel}.v"
+            vpath.write_text(verilog)
+            env = _tool_env()
+            steps = [
+                ("verilator", ["verilator", "--cc", "--exe", *flags, "--Mdir", "obj", vpath.name,
+                               str(TB_SOURCE)]),
+                # the wheel's verilated.mk leaves the precompiled-header flag empty (see
+                # sim.runner.prepare_simulator_env); OPT_SLOW: constructors run once
+                ("c++", ["make", "-C", "obj", "-f", "Vdeflow_top.mk", f"-j{jobs or os.cpu_count() or 1}",
+                         f"OPT_FAST={cxx_opt}", "OPT_SLOW=-O0", "CFG_CXXFLAGS_PCH_I=-include"]),
+            ]
+            for name, cmd in steps:
+                if log:
+                    log(f"native build: {name} ({build_dir.name})")
+                log_path = build_dir / f"{name}.log"
+                with open(log_path, "w") as f:
+                    rc = subprocess.run(cmd, cwd=build_dir, env=env, stdout=f,
+                                        stderr=subprocess.STDOUT).returncode
+                if rc != 0:
+                    raise RuntimeError(f"native testbench build failed in {name} (exit {rc}); "
+                                       f"log: {log_path}")
+    if index is not None:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index.with_name(index.name + f".{os.getpid()}.tmp")
+        tmp.write_text(build_dir.name + "\n")
+        os.replace(tmp, index)
     return exe
 
 

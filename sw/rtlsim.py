@@ -83,7 +83,8 @@ def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
              build_root: Path | None = None, toplevel: str = "deflow_top",
              fifo_depths: dict[str, int] | None = None, instrument: bool = True,
              watchdog_cycles: int | None = None, harness: str = "cocotb",
-             progress=None) -> RTLRun:
+             progress=None, expected: list[np.ndarray] | None = None, build_log=None,
+             on_built=None, native_key: str | None = None) -> RTLRun:
     """Stream ``frames`` (each ``[H, W, C]`` integers) through the RTL of ``graph``.
 
     Args:
@@ -93,6 +94,15 @@ def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
             minutes more to build).
         progress: native harness only: called every 2**20 cycles with ``(cycles, frames
             done, output beats)``.
+        expected: the golden model's output per frame when the caller has it already
+            (default: computed here with :func:`sw.execute.run_graph`).
+        build_log: native harness only: called with a line before each build step
+            (:func:`sim.native.build_native`; default: timestamped lines on stderr).
+        on_built: native harness only: called without arguments once the executable is
+            ready, before the simulation starts.
+        native_key: native harness only: the caller's hash of everything the design's
+            Verilog depends on, which lets a cached build skip the Verilog generation
+            (:func:`sim.native.build_native`'s ``key``).
         stall, backpressure: probability of an idle input cycle / a not-ready output cycle.
         fifo_depths: ``{tensor: entries}`` overriding :func:`hw.top.default_fifo_depths`.
         instrument: build the probed top level (FIFO levels, MAC-busy counters, watchdog
@@ -115,12 +125,16 @@ def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
     if harness not in ("cocotb", "native"):
         raise ValueError(f"unknown harness {harness!r}: use 'cocotb' or 'native'")
     build_root = Path(build_root or DEFAULT_BUILD_ROOT)
-    expected = [run_graph(graph, f)[graph.output] for f in frames]
+    if expected is None:
+        expected = [run_graph(graph, f)[graph.output] for f in frames]
+    if len(expected) != len(frames):
+        raise ValueError(f"{len(expected)} expected outputs for {len(frames)} frames")
     if harness == "native":
         return _simulate_native(graph, frames, expected, stall=stall, backpressure=backpressure,
                                 build_root=build_root, toplevel=toplevel,
                                 fifo_depths=fifo_depths, instrument=instrument,
-                                watchdog_cycles=watchdog_cycles, progress=progress)
+                                watchdog_cycles=watchdog_cycles, progress=progress,
+                                build_log=build_log, on_built=on_built, native_key=native_key)
     with tempfile.TemporaryDirectory() as tmp:
         result_path = os.path.join(tmp, "result.json")
         timeout, watchdog_cycles = _run_limits(graph, len(frames), stall, backpressure,
@@ -161,7 +175,8 @@ def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
 def _simulate_native(graph: HWGraph, frames: list[np.ndarray], expected: list[np.ndarray], *,
                      stall: float, backpressure: float, build_root: Path, toplevel: str,
                      fifo_depths, instrument: bool, watchdog_cycles: int | None,
-                     progress) -> RTLRun:
+                     progress, build_log=None, on_built=None,
+                     native_key: str | None = None) -> RTLRun:
     """:func:`simulate` on the native C++ testbench (:mod:`sim.native`)."""
     from hw.top import Accelerator
     from sim.native import build_native, run_native
@@ -172,9 +187,12 @@ def _simulate_native(graph: HWGraph, frames: list[np.ndarray], expected: list[np
     top = Accelerator(graph, fifo_depths=fifo_depths, instrument=instrument)
     t0 = time.time()
     exe = build_native(top, toplevel=toplevel, probes=instrument, build_root=build_root,
-                       log=lambda line: print(f"{time.strftime('%H:%M:%S')} {line}",
-                                              file=sys.stderr, flush=True))
+                       log=build_log or (lambda line: print(f"{time.strftime('%H:%M:%S')} {line}",
+                                                            file=sys.stderr, flush=True)),
+                       key=native_key)
     build_s = time.time() - t0
+    if on_built:
+        on_built()
     t_in, t_out = graph.tensors[graph.input], graph.tensors[graph.output]
     data = [_to_axi_bytes(t_in, f) for f in frames]
     in_beats = int(np.prod(t_in.shape)) // t_in.lanes
