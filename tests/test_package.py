@@ -101,8 +101,10 @@ def installed(wheel, tmp_path_factory) -> Path:
     # the dependencies: a plain path entry (its .pth files, among them the project's editable
     # install, are not processed), after the new venv's own site-packages
     (purelib / "zz_deflow_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # --ignore-installed: the project's own editable deflow on that path is left alone
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps",
-                        "--no-index", "--quiet", str(wheel)], capture_output=True, text=True)
+                        "--ignore-installed", "--no-index", "--quiet", str(wheel)],
+                       capture_output=True, text=True)
     assert r.returncode == 0, f"pip install failed:\n{r.stdout}\n{r.stderr}"
     return venv / "bin"
 
