@@ -460,7 +460,7 @@ async def stream_runs(dut, inputs: dict[str, list[int]], outputs: dict[str, list
             res["frame0_cycles"] = max(tb.beats[p][frame_out_beats[p] - 1]
                                        for p in outputs) - first_in + 1
         assert res["in_beats"] == n_in, f"run {k}: {res['in_beats']} of {n_in} input beats taken"
-        dut._log.info("run %d: %s", k, {key: v for key, v in res.items()})
+        dut._log.info("run %d: %s", k, res)
         results.append(res)
     if result_path:
         write_json(result_path, results)
