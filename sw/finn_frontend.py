@@ -224,15 +224,28 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
                CollapseRepeatedMul(), AbsorbAddIntoMultiThreshold(), AbsorbMulIntoMultiThreshold(),
                FactorOutMulSignMagnitude(), AbsorbScalarBiasIntoMultiThreshold()]
 
+    def apply(model, t):
+        # ModelWrapper.transform(t, make_deepcopy=False, cleanup=False), also saying whether
+        # the graph changed
+        changed = False
+        while True:
+            model, modified = t.apply(model)
+            if not modified:
+                return model, changed
+            changed = True
+
     def fixpoint(model, transforms):
-        # FINN's Streamline copies the model and cleans it up after every step (a minute per
-        # call on a detector under load); the same steps in place, data types refreshed after
-        # each and the graph cleaned up once a round, until a round changes nothing
+        # FINN's Streamline copies the model, cleans it up and infers data types after every
+        # step (a minute per call on a detector under load); the same steps in place, data
+        # types refreshed after each step that changed the graph (qonnx's InferDataTypes is
+        # quadratic in the graph size: most of the front end's time on codenet256) and the
+        # graph cleaned up once a round, until a round changes nothing
         for _ in range(12):
             before = model.model.SerializeToString()
             for t in transforms:
-                model = model.transform(t, make_deepcopy=False, cleanup=False)
-                model = model.transform(InferDataTypes(), make_deepcopy=False, cleanup=False)
+                model, changed = apply(model, t)
+                if changed:
+                    model = model.transform(InferDataTypes(), make_deepcopy=False, cleanup=False)
             model = model.transform(InferShapes(), make_deepcopy=False)
             model = model.transform(InferDataLayouts(), make_deepcopy=False, cleanup=False)
             if model.model.SerializeToString() == before:
