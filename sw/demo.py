@@ -4,29 +4,34 @@ the CPU, drawn detections and a report.
 
 Steps (each printed with its time, and whether it came from the cache):
 
-1. the checkpoint (default ``models/checkpoints/small_w4a8.pt``) -> Brevitas model -> QONNX;
+1. export: the checkpoint (default ``models/checkpoints/small_w4a8.pt``) -> Brevitas model ->
+   QONNX;
 2. images: the first ``--frames`` images of the VOC ``val`` split with their annotations, or,
-   without a VOC folder, photographs bundled with scikit-image and matplotlib of classes the
-   detector knows (:data:`FALLBACK_PHOTOS`, boxes measured by hand); both letterboxed to the
-   network input (aspect ratio kept, black bars), as training and evaluation do;
-3. compile: lower through FINN's front end (:func:`sw.lower.lower_qonnx`, ``requant="within1"``),
-   fold for ``--board`` at ``--fps`` and estimate cycles and resources;
-4. the golden integer model on every image, and its distance to the Brevitas float model;
-5. FIFO depths (analytical, :mod:`sw.fifo_analytic`; ``--fifo-sizing simulation`` for an RTL
+   without a VOC folder (or with ``--photos``), photographs bundled with scikit-image and
+   matplotlib of classes the detector knows (:data:`FALLBACK_PHOTOS`, boxes measured by
+   hand); both letterboxed to the network input (aspect ratio kept, black bars), as training
+   and evaluation do;
+3. lower: through FINN's front end (:func:`sw.lower.lower_qonnx`, ``requant="within1"``);
+4. fold for ``--board`` at ``--fps`` and estimate cycles and resources (``estimates.md/png``);
+5. golden model: the integer reference of every output value on every image, and its
+   distance to the Brevitas float model;
+6. FIFO depths (analytical, :mod:`sw.fifo_analytic`; ``--fifo-sizing simulation`` for an RTL
    sizing run);
-6. the accelerator: Verilator build of the native C++ testbench (:mod:`sim.native`), then the
-   frames streamed back to back through it (``--backend sim``), or the board (``--backend pynq``
-   with ``--bitfile``); every output value compared with the golden model;
-7. CenterNet decode of the accelerator's output (dequantised per channel), drawings and
+7. Verilator build of the native C++ testbench (:mod:`sim.native`);
+8. RTL simulation: the frames streamed back to back through it, every output value compared
+   with the golden model (``--backend pynq`` with ``--bitfile``: the board instead of 6-8);
+9. CenterNet decode of the accelerator's output (dequantised per channel), drawings and
    ``report.md`` / ``report.json``.
 
-Caches (``--out``/cache; ``--no-cache`` ignores them): the QONNX export, the lowered graph and
-the FIFO depths are each stored with the SHA-1 of their inputs (checkpoint, options, graph
-structure) and of every project source file that was loaded when they were made, plus the
-versions of the libraries that made them (:class:`ArtifactCache`); a change to any of them
-makes the step run again. The Verilator build is cached by :mod:`sim.native` under
-``build/sim`` by the hash of its Verilog. Library messages (Brevitas, torch, FINN) go to
-``--out``/log.txt instead of the console.
+Caches (``--cache-dir``, default ``build/cache/demo``, shared by every ``--out``;
+``--no-cache`` ignores them): the QONNX export, the lowered graph and the FIFO depths are each
+stored with the SHA-1 of their inputs (checkpoint, options, graph structure), of the project
+source files that were loaded when they were made (``models/`` for the export, ``sw/`` and
+``hw/`` for the others) and the versions of the libraries that made them
+(:class:`ArtifactCache`); a change to any of them makes the step run again and the console says
+which. The Verilator build is cached by :mod:`sim.native` under ``build/sim`` by the hash of
+its Verilog, and found without generating the Verilog by :func:`design_key`. Library messages
+(Brevitas, torch, FINN) go to ``--out``/log.txt instead of the console.
 
 All outputs go to ``--out`` (default ``build/demo``), each file written atomically.
 """
@@ -52,6 +57,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "small_w4a8.pt"
 DEFAULT_OUT = REPO_ROOT / "build" / "demo"
+#: the step cache, shared by every --out folder
+DEFAULT_CACHE = REPO_ROOT / "build" / "cache" / "demo"
 DEFAULT_FPS = 2000.0  # at the board clock: II of ~1e5 cycles, a design Verilator builds quickly
 #: longer side, in pixels, of the drawn images (the photograph, not the 128x128 network input)
 DRAW_SIDE = 512
@@ -336,25 +343,39 @@ class ArtifactCache:
     def __init__(self, root: Path, enabled: bool = True):
         self.root = Path(root)
         self.enabled = enabled
+        self.miss: str | None = None  # why the last get() missed, where it can say
 
     def _paths(self, kind: str, key: str, suffix: str) -> tuple[Path, Path]:
         return self.root / f"{kind}-{key}{suffix}", self.root / f"{kind}-{key}.meta.json"
 
     def get(self, kind: str, key: str, suffix: str) -> tuple[Path, dict] | None:
-        """``(data file, meta)`` of a valid entry, or ``None``."""
+        """``(data file, meta)`` of a valid entry, or ``None`` (:attr:`miss` then says why:
+        the first changed source file, a library version, other inputs)."""
         data, meta_path = self._paths(kind, key, suffix)
-        if not (self.enabled and data.is_file() and meta_path.is_file()):
+        self.miss = None
+        if not self.enabled:
+            self.miss = "--no-cache"
+            return None
+        if not (data.is_file() and meta_path.is_file()):
+            others = list(self.root.glob(f"{kind}-*.meta.json")) if self.root.is_dir() else []
+            self.miss = "other inputs than the cached entries'" if others else None
             return None
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
+            self.miss = "unreadable cache entry"
             return None
-        if meta.get("packages") != _package_versions():
-            return None
-        for rel, digest in meta.get("code", {}).items():
-            p = REPO_ROOT / rel
-            if not p.is_file() or _sha1(p) != digest:
+        now = _package_versions()
+        for p, v in (meta.get("packages") or {}).items():
+            if now.get(p) != v:
+                self.miss = f"{p} {v} -> {now.get(p)}"
                 return None
+        changed = [rel for rel, digest in meta.get("code", {}).items()
+                   if not (REPO_ROOT / rel).is_file() or _sha1(REPO_ROOT / rel) != digest]
+        if changed:
+            self.miss = (f"{changed[0]} changed" if len(changed) == 1 else
+                         f"{changed[0]} and {len(changed) - 1} other source file(s) changed")
+            return None
         return data, meta
 
     def put(self, kind: str, key: str, suffix: str, write, seconds: float = 0.0,
@@ -733,7 +754,7 @@ def _export(con: Console, cache: ArtifactCache, ckpt: Path):
         model, meta = load_checkpoint(ckpt)
     size = CONFIGS[meta["config"]].input_size
     key = _key("qonnx", _sha1(ckpt), size)
-    with con.step("checkpoint -> QONNX", expect="about 30 s, cached afterwards") as st:
+    with con.step("export", expect="checkpoint -> QONNX, about 30 s, cached afterwards") as st:
         hit = cache.get("qonnx", key, ".onnx")
         if hit:
             st.cached, st.original_s = True, hit[1].get("seconds")
@@ -741,6 +762,8 @@ def _export(con: Console, cache: ArtifactCache, ckpt: Path):
         else:
             from models.export import export_qonnx
 
+            if cache.miss:
+                con.line(f"not from the cache: {cache.miss}")
             with con.quiet():
                 # the export is the model's code (models/) and the libraries' (versions)
                 onnx_path = cache.put("qonnx", key, ".onnx", lambda p: export_qonnx(
@@ -753,14 +776,16 @@ def _lower(con: Console, cache: ArtifactCache, onnx_path: Path):
     from hw.graph import HWGraph
 
     key = _key("lowered", _sha1(onnx_path), REQUANT)
-    with con.step("lower to hardware layers (FINN front end)",
-                  expect="1.5-4 min on 2 cores, cached afterwards") as st:
+    with con.step("lower", expect="QONNX -> hardware layers through FINN's front end, "
+                  "1.5-8 min on 2 cores, cached afterwards") as st:
         hit = cache.get("lowered", key, ".json")
         if hit:
             st.cached, st.original_s = True, hit[1].get("seconds")
             return HWGraph.load(hit[0])
         from sw.lower import lower_qonnx
 
+        if cache.miss:
+            con.line(f"not from the cache: {cache.miss}")
         t0 = time.time()
         with con.quiet():
             graph = lower_qonnx(onnx_path, requant=REQUANT)
@@ -776,12 +801,14 @@ def _fifo_depths(con: Console, cache: ArtifactCache, graph, method: str, images)
 
     key = _key("fifo", structure_key(graph), method)
     expect = "seconds" if method == "analytical" else "an RTL sizing simulation: many minutes"
-    with con.step(f"FIFO depths ({method})", expect=expect + ", cached afterwards") as st:
+    with con.step("FIFO depths", expect=f"{method}: {expect}, cached afterwards") as st:
         hit = cache.get("fifo", key, ".json")
         if hit:
             st.cached, st.original_s = True, hit[1].get("seconds")
             meta = hit[1]
             return load_depths(hit[0]), meta.get("sizing", {"method": method})
+        if cache.miss:
+            con.line(f"not from the cache: {cache.miss}")
         t0 = time.time()
         lines = []
         with con.quiet():
@@ -808,60 +835,64 @@ def design_key(graph, depths: dict) -> str:
 
 
 def _simulate(con: Console, graph, depths: dict, images, golden, clock: float) -> tuple[list, dict]:
-    """Build (cached by :mod:`sim.native`) and run the native Verilator testbench; returns the
-    outputs per frame and the measured cycles."""
+    """Build the native Verilator testbench of the accelerator (cached: :mod:`sim.native`,
+    found by :func:`design_key` without generating the Verilog) and stream the frames through
+    it back to back; returns the outputs per frame and the measured cycles."""
+    from hw.top import Accelerator
+    from sim.native import build_native
     from sw.estimate import bottleneck, estimate
     from sw.rtlsim import simulate
 
+    key = design_key(graph, depths)
     built = []
+    with con.step("Verilator build", expect="native C++ testbench; the first build of a "
+                  "design takes 10-30 min on 2 cores, cached afterwards") as state:
+        state.note("looking for a cached build")
 
-    def build_log(line: str) -> None:
-        # "native build: Verilog" always comes; the verilator and c++ steps only when not cached
-        if "verilator" in line or "c++" in line:
-            built.append(line)
-            state.note(line.replace("native build: ", "Verilator build: ").split(" (")[0]
-                       + " (the first time: 5-20 min on 2 cores)")
+        def build_log(line: str) -> None:
+            if "Verilog" in line:
+                state.note("generating the accelerator's Verilog (about 40 s)")
+            else:  # the verilator and c++ steps run only when no build of this Verilog exists
+                built.append(line)
+                state.note(line.replace("native build: ", "building: ").split(" (")[0]
+                           + " (the first time: 10-30 min on 2 cores)")
+
+        t0 = time.time()
+        with con.quiet():
+            build_native(Accelerator(graph, fifo_depths=depths, instrument=True), probes=True,
+                         log=build_log, key=key)
+        build_s = time.time() - t0
+        state.cached = not built
+    if not built and build_s > 120:
+        con.line(f"built meanwhile by another process (waited {_fmt_s(build_s)})")
 
     ii = bottleneck(estimate(graph)).cycles
     expected_cycles = ii * (len(images) + 4)  # frames back to back plus about 4 II of fill
-    with con.step("accelerator RTL: Verilator build of the native testbench + "
-                  f"{len(images)} frame(s) streamed back to back",
-                  expect="the build is cached by its Verilog hash") as state:
-        state.note("Verilog of the accelerator")
-        t0 = time.time()
-
+    with con.step(f"RTL simulation: {len(images)} frame(s) back to back",
+                  expect=f"about {expected_cycles:,} cycles at 35,000-50,000 cycles/s") as state:
         def progress(cycles: int, frames_done: int, beats: int) -> None:
             state.note(f"simulating: {cycles:,} cycles, {frames_done} frame(s) out")
-            state.update(min(cycles, expected_cycles), expected_cycles)
 
-        def sim_started() -> None:
-            state.note(f"simulating {len(images)} frame(s) (about {expected_cycles:,} cycles)")
-
+        state.note(f"simulating {len(images)} frame(s)")
         with con.quiet():
             run = simulate(graph, [i.pixels for i in images], fifo_depths=depths,
-                           harness="native", expected=golden, build_log=build_log,
-                           progress=progress, on_built=sim_started,
-                           native_key=design_key(graph, depths))
-        state.cached = not built
+                           harness="native", expected=golden, progress=progress, native_key=key)
     c = run.cycles
-    how = ("built" if built else
-           "cached" if run.build_s < 120 else "built meanwhile by another process")
-    con.line(f"Verilator build {how} ({_fmt_s(run.build_s)}), "
-             f"simulation {_fmt_s(run.sim_s)}: {sum(c):,} cycles, "
-             f"{sum(c) / max(run.sim_s, 1e-9):,.0f} cycles/s")
+    con.line(f"{sum(c):,} cycles in {_fmt_s(run.sim_s)}: {sum(c) / max(run.sim_s, 1e-9):,.0f} "
+             "cycles/s")
     counters = {"frames": len(c), "total_cycles": int(sum(c)),
                 "first_frame_cycles": int(c[0]),
                 "steady_cycles": int(c[-1]) if len(c) > 1 else None,
                 "per_frame_cycles": [int(x) for x in c],
-                "build_s": run.build_s, "sim_s": run.sim_s, "build_cached": not built,
-                "harness": "native Verilator testbench (sim/native_tb.cpp)"}
+                "build_s": round(build_s, 1), "sim_s": run.sim_s, "build_cached": not built,
+                "harness": "native Verilator testbench, sim/native_tb.cpp"}
     return list(run.outputs), counters
 
 
 def _run_pynq(con: Console, args, images, clock: float) -> tuple[list, dict]:
     from sw.driver import AcceleratorDriver, PynqBackend
 
-    with con.step(f"accelerator on the board: {len(images)} frame(s)") as _:
+    with con.step("board", expect=f"{len(images)} frame(s) through the bitstream") as _:
         drv = AcceleratorDriver(PynqBackend(args.bitfile))
         with con.quiet():
             drv.load()
@@ -900,11 +931,11 @@ def _run(con: Console, args, out: Path, t_start: float) -> int:
     from sw.boards import get_board
     from hw.graph import write_text_atomic
 
-    cache = ArtifactCache(out / "cache", enabled=not args.no_cache)
+    cache = ArtifactCache(Path(args.cache_dir or DEFAULT_CACHE), enabled=not args.no_cache)
     ckpt = Path(args.checkpoint)
     board = get_board(args.board)
     clock = args.clock_mhz or board.fabric_mhz
-    con.steps_total = 8 if args.backend == "sim" else 7
+    con.steps_total = 9 if args.backend == "sim" else 7
     con.rich.print(f"deflow demo: {ckpt.name} on {board.name} at {clock:g} MHz, {args.frames} "
                    f"frame(s), {args.backend} backend; library messages go to {out / 'log.txt'}",
                    markup=False)
@@ -914,7 +945,7 @@ def _run(con: Console, args, out: Path, t_start: float) -> int:
              f"deformable decoder, {meta.get('head_form', '?')} head, "
              f"{'W4A8' if meta.get('quant') else 'float'}")
 
-    with con.step(f"images: {args.frames} letterboxed to {size}x{size}") as _:
+    with con.step("images", expect=f"{args.frames} letterboxed to {size}x{size}") as _:
         with con.quiet():
             images, source = load_images(args.frames, size, args.voc, photos=args.photos)
     con.line(f"from {source}: {', '.join(i.name for i in images)}")
@@ -925,8 +956,8 @@ def _run(con: Console, args, out: Path, t_start: float) -> int:
     bn = bottleneck(est)
     tot = totals(est, clock)
 
-    with con.step("golden integer model, and its distance to the Brevitas float model",
-                  expect="about 15 s", total=len(images)) as st:
+    with con.step("golden model", expect="the integer reference of every output value, and "
+                  "its distance to the Brevitas float model; seconds", total=len(images)) as st:
         from sw.execute import compare_with_brevitas, run_graph
 
         golden, per = [], []
@@ -965,7 +996,8 @@ def _run(con: Console, args, out: Path, t_start: float) -> int:
                  f"(expected II {bn.cycles:,}, bottleneck {bn.name}); first frame with the "
                  f"pipeline fill {counters['first_frame_cycles'] or 0:,} cycles")
 
-    with con.step("CenterNet decode of the accelerator's output, drawings, report") as _:
+    with con.step("decode, draw, report",
+                  expect="CenterNet decode of the accelerator's output") as _:
         ncls = len(VOC_CLASSES)
         dets, rows = {}, []
         for img, y, mm in zip(images, hw_out, mism):
@@ -1031,7 +1063,7 @@ def _run(con: Console, args, out: Path, t_start: float) -> int:
                        + (", ".join(f"{x['class']} {x['score']:.2f}" for x in r["detections"])
                           or "none"), markup=False)
     ok = report["bit_exact"]
-    cached = [s["step"].split(" (")[0].split(":")[0] for s in con.record if s["cached"]]
+    cached = [s["step"] for s in con.record if s["cached"]]
     con.rich.print(f"report: {out / 'report.md'}; drawings: {out}/*_detections.png; estimates: "
                    f"{out}/estimates.md/png", markup=False)
     con.rich.print(f"done in {_fmt_s(report['wall_s'])}"
@@ -1051,7 +1083,7 @@ def _compile(con: Console, cache: ArtifactCache, onnx_path: Path, board, clock: 
     from sw.report import write_report
 
     lowered = _lower(con, cache, onnx_path)
-    with con.step(f"fold for {board.name} at {fps:,.0f} fps, estimate, report") as _:
+    with con.step("fold", expect=f"for {board.name} at {fps:,.0f} fps; estimates") as _:
         folding = choose_folding(lowered, board, target_fps=fps, clock_mhz=clock)
         graph = apply_folding(lowered, folding)
         est = estimate(graph)
@@ -1193,7 +1225,8 @@ def add_demo_parser(sub) -> argparse.ArgumentParser:
         "through the accelerator's RTL (native Verilator testbench) or a PYNQ board, check "
         "every output value against the golden model and draw the decoded detections. "
         "Writes into --out: <image>_detections.png, report.md, report.json, estimates.md/"
-        "json/png, log.txt (library messages) and cache/ (export, lowered graph, FIFO depths).")
+        "json/png and log.txt (library messages); the export, lowered graph and FIFO depths "
+        "are cached in --cache-dir.")
     d.add_argument("--checkpoint", default=None,
                    help="Brevitas W4A8 detector checkpoint (models/train.py; default: the "
                    f"shipped {DEFAULT_CHECKPOINT.relative_to(REPO_ROOT)})")
@@ -1220,6 +1253,9 @@ def add_demo_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--fifo-sizing", choices=("analytical", "simulation"), default="analytical",
                    help="FIFO depths from the layers' cycle models (seconds) or by an RTL "
                    "simulation (many minutes)")
+    d.add_argument("--cache-dir", default=None, help="where the export, the lowered graph "
+                   f"and the FIFO depths are cached (default: "
+                   f"{DEFAULT_CACHE.relative_to(REPO_ROOT)} in the repository)")
     d.add_argument("--no-cache", action="store_true",
                    help="recompute the export, lowering and FIFO depths (the Verilator build "
                    "stays cached by its Verilog hash)")

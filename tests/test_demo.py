@@ -240,6 +240,7 @@ def test_cache_entry_is_invalidated_by_a_change_to_code_that_made_it(tmp_path, m
     assert ArtifactCache(tmp_path / "cache", enabled=False).get("lowered", "k1", ".json") is None
     src.write_text("STEP = 2\n")  # the code changed
     assert cache.get("lowered", "k1", ".json") is None
+    assert cache.miss == "sw/fake_lowering.py changed"
     src.write_text("STEP = 1\n")
     assert cache.get("lowered", "k1", ".json") is not None
     meta_path = tmp_path / "cache" / "lowered-k1.meta.json"
@@ -247,6 +248,7 @@ def test_cache_entry_is_invalidated_by_a_change_to_code_that_made_it(tmp_path, m
     m["packages"]["torch"] = "0.0"  # another library version
     meta_path.write_text(json.dumps(m))
     assert cache.get("lowered", "k1", ".json") is None
+    assert cache.miss.startswith("torch 0.0 -> ")
 
 
 # ------------------------------------------------------------------------------ whole demo
@@ -263,11 +265,12 @@ def test_demo_is_bit_exact_and_its_second_run_comes_from_the_caches(tmp_path):
         r = json.loads((out / "report.json").read_text())
         assert r["bit_exact"] is True and r["mismatches"] == [0]
         assert r["values_per_frame"] == 32 * 32 * 24  # stride-4 output of the 128x128 input
-        cached = {s["step"].split(" ")[0]: s["cached"] for s in r["steps"]}
+        cached = {s["step"]: s["cached"] for s in r["steps"]}
         if run == 1:
-            assert not cached["checkpoint"] and not cached["lower"] and not cached["FIFO"]
-    assert cached["checkpoint"] and cached["lower"] and cached["FIFO"]
-    assert cached["accelerator"]  # the Verilator build
+            assert not cached["export"] and not cached["lower"] and not cached["FIFO depths"]
+    assert cached == {"export": True, "images": False, "lower": True, "fold": False,
+                      "golden model": False, "FIFO depths": True, "Verilator build": True,
+                      "RTL simulation": False, "decode, draw, report": False}
     assert (out / f"{r['images'][0]}_detections.png").is_file()
 
 
