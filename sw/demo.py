@@ -137,6 +137,9 @@ def check_args(args) -> None:
         if not bit.with_suffix(".hwh").is_file():
             raise DemoError(f"--bitfile {bit}: {bit.with_suffix('.hwh').name} is missing beside "
                             "it (PYNQ needs both; copy the whole deploy folder)")
+        if not _pynq_devices():
+            raise DemoError("--backend pynq: pynq finds no Zynq device here; run the demo on "
+                            "the board (PYNQ image), or use --backend sim on this machine")
     elif args.bitfile:
         raise DemoError("--bitfile is for --backend pynq; the sim backend builds its own RTL")
     if args.voc is not None and args.photos:
@@ -150,6 +153,20 @@ def check_args(args) -> None:
             verilator_bin_dir()
         except SimulatorUnavailable as exc:
             raise DemoError(f"--backend sim needs Verilator: {exc}") from None
+
+
+def _pynq_devices() -> list:
+    """PYNQ's devices on this machine (empty without pynq or without a Zynq/XRT device);
+    pynq's import-time notices are swallowed."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            import pynq
+
+            return list(pynq.Device.devices)
+        except Exception:  # no pynq, or its device probing fails off-board
+            return []
 
 
 # ------------------------------------------------------------------------------ console
@@ -650,8 +667,8 @@ def draw_result(image: DemoImage, dets: np.ndarray, score_thresh: float, top1: d
             decreasing score.
 
     Returns:
-        ``PIL.Image.Image`` (RGB), ``side`` pixels on the longer side of the photograph plus
-        the caption strip.
+        ``PIL.Image.Image`` (RGB): the photograph, ``side`` pixels on its longer side (a
+        portrait one centred on a canvas ``side`` wide), above the caption strip.
     """
     from PIL import Image, ImageDraw
 
@@ -661,6 +678,8 @@ def draw_result(image: DemoImage, dets: np.ndarray, score_thresh: float, top1: d
     k = side / max(w, h)
     W, H = max(1, round(w * k)), max(1, round(h * k))
     photo = Image.fromarray(image.original).resize((W, H), Image.BICUBIC if k > 1 else Image.LANCZOS)
+    CW = max(W, side)  # portrait photographs: centred on a canvas as wide as ``side``
+    px = (CW - W) // 2
     f_small, f_cap, f_bold = _font(16), _font(15), _font(16, bold=True)
     d = np.asarray(dets, dtype=np.float64).reshape(-1, 6)
     shown = [r for r in d[:max_boxes] if r[4] >= score_thresh]
@@ -680,29 +699,29 @@ def draw_result(image: DemoImage, dets: np.ndarray, score_thresh: float, top1: d
         line = ""
         for word in text.split(" "):
             trial = f"{line} {word}".strip()
-            if line and measure.textlength(trial, font=font) > W - 16:
+            if line and measure.textlength(trial, font=font) > CW - 16:
                 wrapped.append((line, font, col))
                 line = word
             else:
                 line = trial
         wrapped.append((line, font, col))
     cap_h = 21 * len(wrapped) + 12
-    canvas = Image.new("RGB", (W, H + cap_h), (255, 255, 255))
-    canvas.paste(photo, (0, 0))
+    canvas = Image.new("RGB", (CW, H + cap_h), (255, 255, 255))
+    canvas.paste(photo, (px, 0))
     draw = ImageDraw.Draw(canvas)
     lw = max(2, round(side / 170))
     ox, oy = image.offset
 
     def to_photo(b):
         x1, y1, x2, y2 = ((float(v) - o) / image.scale * k for v, o in zip(b, (ox, oy, ox, oy)))
-        return (min(max(x1, 0), W - 1), min(max(y1, 0), H - 1),
-                min(max(x2, 0), W - 1), min(max(y2, 0), H - 1))
+        return (px + min(max(x1, 0), W - 1), min(max(y1, 0), H - 1),
+                px + min(max(x2, 0), W - 1), min(max(y2, 0), H - 1))
 
     def label(x, y, text, colour, below=False):
         tb = draw.textbbox((0, 0), text, font=f_small)
         tw, th = tb[2] - tb[0] + 6, tb[3] - tb[1] + 6
         ty = (y + 1 if y + th < H else y - th) if below else (y - th if y - th >= 0 else y + 1)
-        tx = min(max(0, x), max(0, W - tw))
+        tx = min(max(0, x), max(0, CW - tw))
         draw.rectangle([tx, ty, tx + tw, ty + th], fill=colour)
         dark = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140
         draw.text((tx + 3, ty + 3 - tb[1]), text, font=f_small,

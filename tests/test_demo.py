@@ -49,12 +49,17 @@ def test_bad_arguments_are_refused_in_one_line_before_any_work(extra, msg, monke
     assert not (tmp_path / "out").exists()
 
 
-def test_pynq_bitfile_needs_its_hwh(tmp_path, monkeypatch, capsys):
+def test_pynq_bitfile_needs_its_hwh_and_a_board(tmp_path, monkeypatch, capsys):
     bit = tmp_path / "deflow.bit"
     bit.write_bytes(b"\0")
     monkeypatch.setattr(demo, "_run", lambda *a: pytest.fail("ran"))
     assert main(["demo", "--backend", "pynq", "--bitfile", str(bit)]) == 2
     assert "deflow.hwh is missing beside it" in capsys.readouterr().err
+    bit.with_suffix(".hwh").write_text("<hwh/>")
+    assert main(["demo", "--backend", "pynq", "--bitfile", str(bit)]) == 2  # no board here
+    assert capsys.readouterr().err.strip() == (
+        "deflow: error: --backend pynq: pynq finds no Zynq device here; run the demo on the "
+        "board (PYNQ image), or use --backend sim on this machine")
 
 
 # ------------------------------------------------------------------------------ images
