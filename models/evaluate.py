@@ -11,7 +11,7 @@ atomically: ``results.json`` (``per_class`` AP50 for the classes present, ``voc6
 ``det_<i>.png`` examples with drawn detections (score >= 0.3) and ground truth (green).
 
 ``--golden`` (W4A8 checkpoints): the checkpoint is exported to QONNX (cached in ``--out`` by
-SHA-1, ``sw.demo.export_cached``), lowered by the compiler (``sw.lower.lower_qonnx``) and every
+SHA-1, :func:`export_qonnx_cached`), lowered by the compiler (``sw.lower.lower_qonnx``) and every
 image is run through the integer golden model (``sw.execute.run_graph``, the hardware's bits,
 about 0.1 s per 128x128 image); its dequantised output is decoded and scored like the Brevitas
 model's, in ``results.json`` under ``golden``.
@@ -99,6 +99,30 @@ def run_detection(model, dataset, batch_size: int = 32, k: int = 100, progress: 
     return dets, gts
 
 
+def export_qonnx_cached(ckpt, cache_dir) -> tuple[Path, int]:
+    """QONNX export of checkpoint ``ckpt`` at its config's input size, cached in ``cache_dir``
+    as ``<config>_<first 12 hex digits of the file's SHA-1>.onnx`` (written atomically by
+    ``models.export.export_qonnx``); returns ``(onnx path, input size in pixels)``.
+
+    Raises:
+        CheckpointError: unreadable checkpoint.
+    """
+    import hashlib
+
+    from models.detector import CONFIGS
+    from models.export import export_qonnx
+
+    ckpt, cache_dir = Path(ckpt), Path(cache_dir)
+    model, meta = load_checkpoint(ckpt)
+    size = CONFIGS[meta["config"]].input_size
+    digest = hashlib.sha1(ckpt.read_bytes()).hexdigest()[:12]
+    onnx_path = cache_dir / f"{meta['config']}_{digest}.onnx"
+    if not onnx_path.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        export_qonnx(model, onnx_path, input_shape=(1, 3, size, size))
+    return onnx_path, size
+
+
 def golden_detections(ckpt, dataset, cache_dir, k: int = 100, progress: bool = True) -> dict:
     """Detections of the golden integer model of W4A8 checkpoint ``ckpt`` over ``dataset`` (a
     val ``VOCDetection``), as ``image_id -> [k, 6]`` like :func:`run_detection`.
@@ -112,13 +136,13 @@ def golden_detections(ckpt, dataset, cache_dir, k: int = 100, progress: bool = T
 
     from models.centernet import decode
     from models.detector import NUM_CLASSES, read_checkpoint
-    from sw.demo import dequantise, export_cached
+    from sw.demo import dequantise
     from sw.execute import run_graph
     from sw.lower import lower_qonnx
 
     if not read_checkpoint(ckpt).get("quant"):
         raise CheckpointError(f"--golden needs a W4A8 checkpoint; {ckpt} is float")
-    _, _, onnx_path, size = export_cached(Path(ckpt), Path(cache_dir))
+    onnx_path, size = export_qonnx_cached(ckpt, cache_dir)
     graph = lower_qonnx(onnx_path)
     dets = {}
     for i in tqdm(range(len(dataset)), desc="golden model", disable=not progress,
