@@ -213,6 +213,7 @@ def plot_report(data: dict, path: Path) -> None:
     for i, x in enumerate(top):
         ax1.text(x["cycles"], i, f" {x['cycles']:,}", va="center", fontsize=8)
     ax1.set_xlim(0, t["ii_cycles"] * 1.25)
+    ax1.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))  # wide labels: few ticks
     ax1.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax1.set_xlabel("expected cycles per frame (dashed: the II)")
     ax1.set_title(f"the {len(top)} slowest of {len(layers)} layers", fontsize=11)
