@@ -409,12 +409,14 @@ def accuracy(ckpt: Path, float_ckpt: Path, n_images: int, golden_images: int, vo
     if not Path(ckpt).exists():
         out["golden_integer"] = {"status": "not available", "reason": f"checkpoint {ckpt} not found"}
         return out
-    from sw.demo import dequantise, export_cached
+    from models.evaluate import export_qonnx_cached
+    from sw.demo import dequantise
     from sw.execute import run_graph
-    from sw.lower import lower_qonnx
+    from sw.lower import HW_REQUANT, lower_qonnx
 
-    model, meta, onnx_path, size = export_cached(Path(ckpt), cache or REPO_ROOT / "build" / "bench_cache")
-    graph = lower_qonnx(onnx_path)
+    model, meta = load_checkpoint(ckpt)
+    onnx_path, size = export_qonnx_cached(ckpt, cache or REPO_ROOT / "build" / "bench_cache")
+    graph = lower_qonnx(onnx_path, requant=HW_REQUANT)  # the integer model the hardware runs
     ds = VOCDetection(voc_root, "val", size, train=False, limit=golden_images, progress=False, skip_bad=True)
     from tqdm import tqdm
 
@@ -803,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     from sw.estimate import bottleneck, estimate
     from sw.estimate_all import available_configs, export_config
     from sw.folding import apply_folding
-    from sw.lower import CompileError, lower_qonnx
+    from sw.lower import HW_REQUANT, CompileError, lower_qonnx
 
     configs = a.configs or (["small"] if a.quick else list(DEFAULT_CONFIGS))
     boards = a.boards or (["ultra96v2"] if a.quick else list(DEFAULT_BOARDS))
@@ -843,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_description(f"{name}: export + lower")
         onnx, t_exp = export_config(name, Path(a.onnx_cache))
         t0 = time.time()
-        graphs[name] = lower_qonnx(onnx)
+        graphs[name] = lower_qonnx(onnx, requant=HW_REQUANT)
         R["tools"][name] = {"export_s (0 = cached)": round(t_exp, 1), "lower_s": round(time.time() - t0, 1)}
         bar.update(1)
         for b in boards:

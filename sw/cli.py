@@ -67,6 +67,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     from sw.folding import apply_folding, load_folding
     from hw.graph import write_text_atomic
     from sw.frontend import finn_folding_to_deflow, lower_model
+    from sw.lower import CompileError
     from sw.report import write_report
 
     if folding_path is None and board is None:
@@ -101,7 +102,13 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     elif front.folding:  # an ONNX that FINN lowered and folded: keep its PE/SIMD
         cfg = finn_folding_to_deflow(front.folding, lowered)
     else:
-        cfg = choose_folding(lowered, b, target_fps=fps, clock_mhz=clock)
+        try:
+            cfg = choose_folding(lowered, b, target_fps=fps, clock_mhz=clock)
+        except CompileError as exc:
+            if requant == "exact" and any(l.op == "Thresholding" for l in lowered.layers):
+                raise CompileError(f"{exc} (--requant within1 turns threshold memories into "
+                                   "requantisers, at most one output LSB away)") from None
+            raise
     graph = apply_folding(lowered, cfg)
     est = estimate(graph)
 
@@ -205,9 +212,25 @@ def _version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
+# commands whose own parsers live with their modules: `deflow NAME ARGS` is `python -m MODULE ARGS`
+PASSTHROUGH = {
+    "bench": ("sw.bench", "measured figures: compile every config for every board, RTL "
+              "interval vs II, Yosys counts, VOC6 mAP50 (results.json/md in --out)"),
+    "evaluate": ("models.evaluate", "VOC6 mAP50 of a checkpoint (float, W4A8 or --golden "
+                 "integer model) on a VOC split"),
+    "train": ("models.train", "train a detector config (float, then W4A8 quantisation-aware), "
+              "with checkpoints and --resume"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+
     from sw.lower import CompileError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASSTHROUGH:
+        return importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:])
     p = argparse.ArgumentParser(
         prog="deflow", description="deflow: quantised CNN detectors (Brevitas QONNX) to "
         "streaming dataflow accelerators, verified bit for bit in RTL simulation. "
@@ -245,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     add_demo_parser(sub)
     add_simulate_parser(sub)
     add_bitstream_parser(sub)
+    for name, (module, text) in PASSTHROUGH.items():  # listed in --help; run above
+        sub.add_parser(name, help=text, add_help=False)
     for sp in sub.choices.values():  # every option's default in its --help line
         sp.formatter_class = HelpFormatter
     args = p.parse_args(argv)

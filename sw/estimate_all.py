@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from sw.boards import get_board
-    from sw.lower import CompileError, lower_qonnx
+    from sw.lower import HW_REQUANT, CompileError, lower_qonnx
 
     known = available_configs()
     configs = args.configs or list(known)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         try:
             # deflow's streamliner until FINN's front end lowers the max-pool stem
-            graph = lower_qonnx(onnx)
+            graph = lower_qonnx(onnx, requant=HW_REQUANT)
         except CompileError as exc:
             rows += [{"config": name, "board": b, "fits": False, "reason": f"lowering: {exc}"} for b in boards]
             bar.update(1 + len(boards))

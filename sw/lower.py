@@ -13,7 +13,13 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from hw.graph import HWGraph
 
-__all__ = ["CompileError", "lower_qonnx"]
+__all__ = ["CompileError", "lower_qonnx", "HW_REQUANT"]
+
+# the threshold form of the designs deflow builds and measures (demo, bitstream, bench,
+# estimate_all): a requantiser wherever it is at most one output LSB from the thresholds, since
+# exact thresholds of the ShuffleNetV2 detectors do not fit the boards' BRAM (codenet256 on
+# ZCU104: 1,524 BRAM18 of 561 even at the slowest folding); sw.threshold_form.REQUANT_MODES
+HW_REQUANT = "within1"
 
 
 class CompileError(ValueError):

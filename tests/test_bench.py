@@ -37,13 +37,13 @@ def test_board_row_is_the_compilers_fastest_folding(quick):
     from sw.boards import get_board
     from sw.estimate import estimate, totals
     from sw.folding import apply_folding
-    from sw.lower import lower_qonnx
+    from sw.lower import HW_REQUANT, lower_qonnx
 
     out, r = quick
     assert r["quick"] and r["clock_mhz"] == 200.0 and r["configs"] == ["slice"]
     (row,) = r["boards"]
     assert (row["config"], row["board"]) == ("slice", "ultra96v2")
-    graph = lower_qonnx(out / "onnx" / "slice.onnx")
+    graph = lower_qonnx(out / "onnx" / "slice.onnx", requant=HW_REQUANT)
     g = apply_folding(graph, choose_folding(graph, get_board("ultra96v2"), clock_mhz=200.0))
     t = totals(estimate(g), 200.0)
     assert row["ii_cycles"] == t["ii_cycles"] and row["bottleneck"] == t["bottleneck"]
@@ -58,11 +58,11 @@ def test_board_row_is_the_compilers_fastest_folding(quick):
 def test_rtl_layers_match_estimates_and_measurements(quick):
     from sw.estimate import bottleneck, estimate
     from sw.folding import apply_folding
-    from sw.lower import lower_qonnx
+    from sw.lower import HW_REQUANT, lower_qonnx
 
     out, r = quick
     s = r["rtl"]["slice"]
-    g = apply_folding(lower_qonnx(out / "onnx" / "slice.onnx"), s["folding"])
+    g = apply_folding(lower_qonnx(out / "onnx" / "slice.onnx", requant=HW_REQUANT), s["folding"])
     est = estimate(g)
     assert s["expected_ii"] == bottleneck(est).cycles
     m = s["measured"]

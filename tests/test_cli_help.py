@@ -62,3 +62,15 @@ def test_demo_help_shows_the_defaults(capsys):
     assert re.search(r"--frames FRAMES images streamed through the accelerator \(default: 3\)", out)
     assert "(default: sim)" in out and "(default: ultra96v2)" in out
     assert "default: the shipped models/checkpoints/small_w4a8.pt" in out
+
+
+@pytest.mark.parametrize("cmd, usage", [("bench", "python -m sw.bench"),
+                                        ("evaluate", "python -m models.evaluate"),
+                                        ("train", "python -m models.train")])
+def test_bench_evaluate_train_are_subcommands(cmd, usage, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {usage}"), out[:80]
+    assert cmd in _subparsers()  # listed by `deflow --help`
