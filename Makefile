@@ -35,7 +35,8 @@ train: $(STAMP)
 # the committed checkpoint: 300 float epochs in three legs (100 at lr 2e-3, then 80 and 120 at
 # lr 1e-3, each leg a fresh cosine schedule from the last leg's float weights; the stride-4-less
 # "upsampled" head), then 80 float epochs with the dw3x3 stride-4 head warm-started from them
-# (warmup + cosine, EMA), then 8 W4A8 epochs; about 3.3 hours on one CPU thread
+# (warmup + cosine, EMA), then 8 W4A8 epochs with an EMA of the W4A8 weights and activation
+# scales (decay 0.996, ramp 20 iterations); about 3.3 hours on one CPU thread
 # (models/checkpoints/README.md)
 SHIPPED_TRAIN := $(PY) -m models.train --config small --decoder-form rounded --epochs 3 --batch-size 32 --threads 1
 SHIPPED_S4 := $(PY) -m models.train --config small --decoder-form rounded --head-form dw3x3 --batch-size 32 --threads 1
@@ -45,9 +46,9 @@ shipped-checkpoint: $(STAMP)
 	$(SHIPPED_TRAIN) --init runs/long3/float.pt --float-epochs 120 --lr 1e-3 --seed 2 --out runs/long4
 	$(SHIPPED_S4) --init runs/long4/float.pt --float-epochs 80 --epochs 3 --lr 1e-3 --warmup-epochs 2 \
 	    --ema 0.999 --eval-every 10 --seed 3 --out runs/s4head
-	$(SHIPPED_S4) --init runs/s4head/float.pt --epochs 8 --qat-lr 2.5e-4 --eval-every 2 --seed 3 \
-	    --out runs/s4head_qat8
-	cp runs/s4head_qat8/final.pt models/checkpoints/small_w4a8.pt
+	$(SHIPPED_S4) --init runs/s4head/float.pt --epochs 8 --qat-lr 2.5e-4 --qat-ema 0.996 \
+	    --ema-ramp 20 --eval-every 2 --seed 3 --out runs/qat_ema_b
+	cp runs/qat_ema_b/final.pt models/checkpoints/small_w4a8.pt
 	cp runs/s4head/float.pt models/checkpoints/small_float.pt
 
 ablation: $(STAMP)

@@ -165,7 +165,8 @@ def test_shipped_checkpoint_loads():
 
 def test_shipped_checkpoint_accuracy_on_val(tmp_path):
     """The committed W4A8 checkpoint's VOC6 mAP50 on the real val split (865 images, ~20 s):
-    17.73 % when committed (the previous, stride-8-head checkpoint: 9.87 %), against 2.36 % for
+    18.18 % when committed (before it: 17.73 % without the W4A8 EMA, 9.87 % with the stride-8
+    head), against 2.36 % for
     the train-prior baseline. CPU inference is
     deterministic; the bound leaves room for another BLAS, not for a regression in the
     model, the letterbox, the decode or the metric."""
@@ -182,7 +183,7 @@ def test_shipped_checkpoint_accuracy_on_val(tmp_path):
     res = evaluate_checkpoint(ckpt, "val", out=tmp_path, voc_root=voc,
                               n_images=0, progress=False)
     assert res["images"] == 865 and res["skipped"] == 0
-    assert abs(100 * res["voc6_map50"] - 17.73) < 0.05
+    assert abs(100 * res["voc6_map50"] - 18.18) < 0.05
     assert 100 * res["per_class"]["cat"] > 30 and 100 * res["per_class"]["horse"] > 20
 
 
