@@ -266,7 +266,8 @@ def test_demo_is_bit_exact_and_its_second_run_comes_from_the_caches(tmp_path):
     depths and the Verilator build from the caches."""
     out = tmp_path / "demo"
     for run in (1, 2):
-        assert main(["demo", "--frames", "1", "--out", str(out)]) == 0
+        assert main(["demo", "--frames", "1", "--out", str(out),
+                     "--cache-dir", str(tmp_path / "cache")]) == 0
         r = json.loads((out / "report.json").read_text())
         assert r["bit_exact"] is True and r["mismatches"] == [0]
         assert r["values_per_frame"] == 32 * 32 * 24  # stride-4 output of the 128x128 input
