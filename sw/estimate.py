@@ -163,13 +163,19 @@ def totals(estimates: list[LayerEstimate], clock_mhz: float) -> dict:
 
 
 def format_table(estimates: list[LayerEstimate]) -> str:
-    """Plain-text table of the estimates (one row per layer)."""
-    rows = [f"{'layer':<34}{'op':<18}{'folding':<24}{'cycles':>10}{'MACs':>12}{'BRAM18':>8}{'LUT':>8}{'DSP':>6}"]
+    """Plain-text table of the estimates (one row per layer, a total row last); the name
+    column is as wide as the longest layer name."""
+    w = max([len("layer")] + [len(e.name) for e in estimates]) + 2
+    rows = [f"{'layer':<{w}}{'op':<18}{'folding':<24}{'cycles':>10}{'MACs':>12}{'BRAM18':>8}{'LUT':>8}{'DSP':>6}"]
     for e in estimates:
         parts = [f"{k}={v}" for k, v in e.folding.items() if k in ("PE", "SIMD")]
         parts += ["dsp"] if e.folding.get("resType") == "dsp" else []
         parts += ["ext"] if e.folding.get("mem_mode") == "external" else []
         fold = ",".join(parts) or "-"
-        rows.append(f"{e.name:<34}{e.op:<18}{fold:<24}{e.cycles:>10}{e.macs:>12}{e.bram18:>8}"
+        rows.append(f"{e.name:<{w}}{e.op:<18}{fold:<24}{e.cycles:>10}{e.macs:>12}{e.bram18:>8}"
                     f"{e.luts:>8}{e.dsps:>6}")
+    ii = max((e.cycles for e in estimates), default=0)
+    rows.append(f"{'total (II: slowest layer)':<{w}}{'':<18}{'':<24}{ii:>10}"
+                f"{sum(e.macs for e in estimates):>12}{sum(e.bram18 for e in estimates):>8}"
+                f"{sum(e.luts for e in estimates):>8}{sum(e.dsps for e in estimates):>6}")
     return "\n".join(rows)
