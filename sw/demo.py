@@ -887,8 +887,8 @@ def _simulate(con: Console, graph, depths: dict, images, golden, clock: float) -
 
     ii = bottleneck(estimate(graph)).cycles
     expected_cycles = ii * (len(images) + 4)  # frames back to back plus about 4 II of fill
-    with con.step(f"RTL simulation: {len(images)} frame(s) back to back",
-                  expect=f"about {expected_cycles:,} cycles at 35,000-50,000 cycles/s") as state:
+    with con.step("RTL simulation", expect=f"{len(images)} frame(s) back to back, about "
+                  f"{expected_cycles:,} cycles at 35,000-50,000 cycles/s") as state:
         def progress(cycles: int, frames_done: int, beats: int) -> None:
             state.note(f"simulating: {cycles:,} cycles, {frames_done} frame(s) out")
 
