@@ -27,7 +27,7 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	$(PY) -m sw.cli demo --backend $(or $(BACKEND),sim) $(DEMO_ARGS)
+	$(PY) -m sw.flows.cli demo --backend $(or $(BACKEND),sim) $(DEMO_ARGS)
 
 train: $(STAMP)
 	$(PY) -m models.train --config $(or $(CONFIG),small) $(TRAIN_ARGS)
@@ -55,10 +55,10 @@ ablation: $(STAMP)
 	$(PY) -m models.ablation --config $(or $(CONFIG),small) $(ABLATION_ARGS)
 
 bitstream: $(STAMP)
-	$(PY) -m sw.cli bitstream --board $(or $(BOARD),ultra96v2) $(BITSTREAM_ARGS)
+	$(PY) -m sw.flows.cli bitstream --board $(or $(BOARD),ultra96v2) $(BITSTREAM_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m sw.bench $(BENCH_ARGS)
+	$(PY) -m sw.flows.bench $(BENCH_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -n $(JOBS) $(PYTEST_ARGS)

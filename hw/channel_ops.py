@@ -157,7 +157,7 @@ class ChannelShuffle(wiring.Component):
 
     Parameters:
         groups: g; ``C % g == 0``.
-        channels: C; ``C % lanes == 0`` (the folding rule, ``sw.folding``: any ``PE`` dividing
+        channels: C; ``C % lanes == 0`` (the folding rule, ``sw.compiler.folding``: any ``PE`` dividing
             ``C``, whether or not it divides ``C/g``).
         lanes: PE of both streams.
         bits, signed: element type.

@@ -30,7 +30,7 @@ WidthConverter       in_lanes, out_lanes (inserted by folding where lane counts 
 
 Folding (``folding`` dict of a layer) uses FINN's names: ``PE`` (output lanes of MVAU/VVAU),
 ``SIMD`` (input lanes of MVAU). Stream lane counts of the other layers follow from their
-neighbours (the compiler's ``sw.folding.apply_folding``).
+neighbours (the compiler's ``sw.compiler.folding.apply_folding``).
 
 Each op's folding rules, cycle models, resources, golden execution and Amaranth build are held
 by its class in :mod:`hw.ops` (:data:`hw.ops.OPS`).
@@ -186,3 +186,25 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# -- FIFO depths (fifo_depths.json of a compiled folder) --------------------------------------
+
+def save_depths(depths: dict[str, int], path: Path) -> None:
+    """Write ``{tensor: depth}`` as JSON (atomically)."""
+    write_text_atomic(Path(path), json.dumps(dict(sorted(depths.items())), indent=1) + "\n")
+
+
+def load_depths(path: Path) -> dict[str, int]:
+    """Read depths written by :func:`save_depths`.
+
+    Raises:
+        ValueError: the file is not a JSON object of positive integers.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read FIFO depths: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, int) and v > 0 for v in data.values()):
+        raise ValueError(f"{path}: FIFO depths must be a JSON object of positive integers")
+    return data

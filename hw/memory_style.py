@@ -1,6 +1,6 @@
 """FINN's ``ram_style`` on the memories of the hardware generators, as Verilog attributes.
 
-The compiler (:mod:`sw.autofold`) chooses a memory style per layer, FINN's ``ram_style``
+The compiler (:mod:`sw.compiler.autofold`) chooses a memory style per layer, FINN's ``ram_style``
 attribute: ``auto`` (synthesis decides), ``block`` (BRAM), ``distributed`` (LUTRAM) or
 ``ultra`` (URAM). Amaranth 0.5's ``amaranth.lib.memory.Memory(..., attrs=...)`` carries
 attributes to the memory it infers, and the Verilog backend writes them on the memory array
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = ["RAM_STYLES", "check_ram_style", "memory_attrs"]
 
-#: FINN's ``ram_style`` values (the folding validator :mod:`sw.folding` imports this list)
+#: FINN's ``ram_style`` values (the folding validator :mod:`sw.compiler.folding` imports this list)
 RAM_STYLES = ("auto", "block", "distributed", "ultra")
 
 

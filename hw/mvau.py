@@ -69,7 +69,7 @@ LUT_MULT_ATTRS = {"use_dsp": "no"}
 
 def lut_multiplier(m, product, shape, name: str):
     """``product`` through a wire of ``shape`` that carries ``use_dsp = "no"``: Vivado then
-    builds the multiplier driving it in LUTs, and :func:`sw.resources.yosys_script` keeps
+    builds the multiplier driving it in LUTs, and :func:`sw.compiler.resources.yosys_script` keeps
     Yosys from packing it into a DSP48 (Yosys itself ignores the attribute). Returns the wire
     (a combinational alias of ``product``)."""
     wire = Signal(shape, name=name, attrs=LUT_MULT_ATTRS)
@@ -217,7 +217,7 @@ class MVAU(wiring.Component):
             actual weights, FINN's minimised accumulator). A smaller value is refused.
         mult_style: ``"lut"`` (default): ``PE*SIMD`` plain ``in_bits x weight_bits``
             products in LUTs: each product's wire carries Vivado's ``use_dsp = "no"``
-            (UG901), which :mod:`sw.resources` applies in Yosys as well
+            (UG901), which :mod:`sw.compiler.resources` applies in Yosys as well
             (:func:`lut_multiplier`).
             ``"dsp"``: the two PE lanes ``2q`` and ``2q+1`` of a SIMD lane share the input
             element ``x``, so one multiplier computes both products:

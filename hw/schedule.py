@@ -5,7 +5,7 @@ Each function here is the same model as the component's ``expected_cycles()`` (t
 model the compiler's estimate and II come from), written for arbitrary arrival times instead of
 an always-valid input: with every input beat available at cycle 0 and one frame, the last
 output handshake plus one is exactly ``expected_cycles()`` (``tests/test_fifo_analytic.py``
-checks that for every op). The analytical FIFO sizer (:mod:`sw.fifo_analytic`) runs them layer
+checks that for every op). The analytical FIFO sizer (:mod:`sw.compiler.fifo_analytic`) runs them layer
 after layer.
 
 Conventions (all times are int64 numpy arrays of clock cycles, one entry per beat, frames back

@@ -23,7 +23,7 @@ def threshold_geometry(thresholds, channels: int, lanes: int, in_bits: int,
     """Checked, clipped and padded threshold table and the sizes of its memories.
 
     Every number :class:`Thresholding` builds its memories from, without building it (the
-    compiler's estimate, :func:`sw.estimate.layer_resources`, calls this through
+    compiler's estimate, :func:`sw.compiler.estimate.layer_resources`, calls this through
     :func:`hw.registry.threshold_memories`).
 
     Args:

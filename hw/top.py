@@ -52,11 +52,11 @@ class Accelerator(wiring.Component):
     """The whole streaming accelerator of a folded hardware graph.
 
     Args:
-        graph: folded :class:`HWGraph` (the compiler's ``sw.folding.apply_folding``).
+        graph: folded :class:`HWGraph` (the compiler's ``sw.compiler.folding.apply_folding``).
         fifo_depths: ``{tensor name: depth}`` for the FIFO on that stream; default 2.
             The offsets stream of a deformable sampler needs ``(N + 2) * W`` entries, since the
             sampler reads feature rows up to N ahead of the offsets it consumes
-            (:func:`default_fifo_depths`). :func:`sw.fifosizing.size_fifos` finds depths by
+            (:func:`default_fifo_depths`). :func:`sim.fifosizing.size_fifos` finds depths by
             simulation.
         instrument: add simulation probes (they cost fabric, so bitstreams leave them out):
 

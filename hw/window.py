@@ -63,7 +63,7 @@ def line_buffer_memory(*, width: int, channels: int, lanes: int, bits: int, row_
     """Geometry of the line buffer of :class:`_LineBufferWindow` (module docstring, "Buffer").
 
     The component builds its ``Memory`` from these numbers, and the compiler's estimate
-    (:func:`hw.registry.buffer_memory`, :func:`sw.estimate.layer_resources`) reads them here, so
+    (:func:`hw.registry.buffer_memory`, :func:`sw.compiler.estimate.layer_resources`) reads them here, so
     the two cannot drift apart.
 
     Args:
@@ -522,7 +522,7 @@ def minimal_window_steady_cycles(*, ifm_dim: tuple[int, int], folds: int, kernel
     """Cycles per frame of :class:`MinimalSlidingWindowGenerator` in a stream of frames,
     without the first frame's fill: the output beats plus every cycle the reader waits for the
     writer after the first window (:func:`minimal_window_events`), or the input beats
-    (``H*W*folds``) if more. The compiler's :func:`sw.estimate.analytic_cycles` for it."""
+    (``H*W*folds``) if more. The compiler's :func:`sw.compiler.estimate.analytic_cycles` for it."""
     starts, ends = minimal_window_events(ifm_dim=ifm_dim, folds=folds, kernel=kernel,
                                          stride=stride, pad=pad, dilation=dilation)
     waits = sum(starts[j] - ends[j - 1] - 1 for j in range(1, len(starts)))

@@ -11,8 +11,8 @@ atomically: ``results.json`` (``per_class`` AP50 for the classes present, ``voc6
 ``det_<i>.png`` examples with drawn detections (score >= 0.3) and ground truth (green).
 
 ``--golden`` (W4A8 checkpoints): the checkpoint is exported to QONNX (cached in ``--out`` by
-SHA-1, :func:`export_qonnx_cached`), lowered by the compiler (``sw.lower.lower_qonnx``) and every
-image is run through the integer golden model (``sw.execute.run_graph``, the hardware's bits,
+SHA-1, :func:`export_qonnx_cached`), lowered by the compiler (``sw.compiler.lower.lower_qonnx``) and every
+image is run through the integer golden model (``sw.compiler.execute.run_graph``, the hardware's bits,
 about 0.1 s per 128x128 image); its dequantised output is decoded and scored like the Brevitas
 model's, in ``results.json`` under ``golden``.
 
@@ -129,16 +129,16 @@ def golden_detections(ckpt, dataset, cache_dir, k: int = 100, progress: bool = T
 
     Raises:
         CheckpointError: ``ckpt`` is not a W4A8 (quantised) checkpoint.
-        sw.lower.CompileError: the export does not lower.
+        sw.compiler.lower.CompileError: the export does not lower.
     """
     import numpy as np
     from tqdm import tqdm
 
     from models.centernet import decode
     from models.detector import NUM_CLASSES, read_checkpoint
-    from sw.demo import dequantise
-    from sw.execute import run_graph
-    from sw.lower import lower_qonnx
+    from sw.flows.demo import dequantise
+    from sw.compiler.execute import run_graph
+    from sw.compiler.lower import lower_qonnx
 
     if not read_checkpoint(ckpt).get("quant"):
         raise CheckpointError(f"--golden needs a W4A8 checkpoint; {ckpt} is float")
@@ -273,8 +273,8 @@ def evaluate_prior_baseline(split: str = "val", out="runs/baseline_prior", voc_r
     return res
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n")[0])
+def main(argv=None, prog: str = "python -m models.evaluate") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("ckpt", nargs="?", help="checkpoint (omit with --baseline)")
     p.add_argument("--baseline", choices=("prior",), default=None,
                    help="evaluate the trivial train-prior detector instead of a checkpoint")
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--golden", action="store_true", help="also evaluate the W4A8 checkpoint's "
-                   "golden integer model (compiler lowering, sw.execute.run_graph)")
+                   "golden integer model (compiler lowering, sw.compiler.execute.run_graph)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from models.data import DataError

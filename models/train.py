@@ -291,8 +291,8 @@ def identity_init_refine(model, loader, batches: int = 4) -> None:
     bn.bias.copy_(mean)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
+def parse_args(argv=None, prog: str = "python -m models.train"):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("--config", default="small", choices=sorted(CONFIGS))
     p.add_argument("--float", action="store_true", help="train the float model only")
     p.add_argument("--decoder-form", default="rounded", choices=DECODER_FORMS)
@@ -329,8 +329,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str = "python -m models.train") -> int:
+    args = parse_args(argv, prog)
     from models.data import DataError
     from models.voc import VOCDetection
 

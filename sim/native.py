@@ -8,7 +8,7 @@ instrumented top, the same MAC-busy counters, FIFO high-water marks and watchdog
 small detector it runs about 50,000 cycles per second with the model compiled at ``-O2``
 (measured), which is what makes full frames of the 256x256 and 512x512 configs practical.
 
-:func:`sw.rtlsim.simulate` uses it with ``harness="native"``; the tests keep cocotb (bus
+:func:`sim.rtlsim.simulate` uses it with ``harness="native"``; the tests keep cocotb (bus
 drivers from cocotbext-axi) and compare the two harnesses on the same design.
 """
 

@@ -6,7 +6,7 @@
 //
 // Usage: Vdeflow_top IN_BYTES OUT_BYTES RESULT_JSON IN_BEAT_BYTES OUT_BEAT_BYTES FRAMES
 //                    OUT_BEATS_PER_FRAME TIMEOUT_CYCLES WATCHDOG_CYCLES STALL BACKPRESSURE
-// IN_BYTES: the input frames' bytes in AXI order (sw.driver.pack_frames), IN_BEAT_BYTES per beat,
+// IN_BYTES: the input frames' bytes in AXI order (sw.runtime.driver.pack_frames), IN_BEAT_BYTES per beat,
 // little-endian in s_axis_tdata. OUT_BYTES receives every output beat's OUT_BEAT_BYTES bytes.
 // STALL / BACKPRESSURE: probability of an idle input cycle / a not-ready output cycle (a fixed
 // xorshift seed, so runs repeat exactly). Cycle bookkeeping is tb_top.py's: cycles are counted

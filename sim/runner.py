@@ -10,6 +10,8 @@ whose path is in the environment variable ``DEFLOW_TB_CONFIG``; see :func:`load_
 
 from __future__ import annotations
 
+from sw import BUILD_ROOT
+
 import fcntl
 import hashlib
 import json
@@ -22,7 +24,7 @@ from pathlib import Path
 from amaranth.back import verilog as amaranth_verilog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "sim"
+DEFAULT_BUILD_ROOT = BUILD_ROOT / "sim"
 TB_CONFIG_ENV = "DEFLOW_TB_CONFIG"
 
 

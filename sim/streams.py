@@ -51,7 +51,7 @@ from cocotb.triggers import Event, RisingEdge, Timer, gather, select
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiResp, AxiStreamBus, AxiStreamFrame,
                            AxiStreamSink, AxiStreamSource)
 
-#: clock period of every testbench (ns); ``sw/bench.py`` converts sim time with it
+#: clock period of every testbench (ns); ``sw/flows/bench.py`` converts sim time with it
 CLOCK_NS = 10
 #: cycles with every ready high after the expected beats, in which a stray extra beat fails
 QUIET_CYCLES = 32

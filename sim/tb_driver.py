@@ -1,4 +1,4 @@
-"""cocotb testbench behind sw.driver.SimBackend: frames into hw.control.AcceleratorSystem on
+"""cocotb testbench behind sw.runtime.driver.SimBackend: frames into hw.control.AcceleratorSystem on
 its AXI-Stream input (one packet per frame, tlast on its last beat), output frames out,
 registers read over AXI4-Lite at the end; all through :class:`sim.streams.StreamTB`.
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from sw.autofold import choose_folding, save_folding
-from sw.boards import get_board
-from sw.estimate import analytic_cycles, estimate, totals
-from sw.folding import apply_folding, load_folding
-from sw.lower import CompileError, lower_qonnx
+from sw.compiler.autofold import choose_folding, save_folding
+from sw.compiler.boards import get_board
+from sw.compiler.estimate import analytic_cycles, estimate, totals
+from sw.compiler.folding import apply_folding, load_folding
+from sw.compiler.lower import CompileError, lower_qonnx
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Folding and memory decisions of sw.autofold beyond SetFolding's order: PE x SIMD pairs by
+"""Folding and memory decisions of sw.compiler.autofold beyond SetFolding's order: PE x SIMD pairs by
 parallelism, per-layer ``ram_style`` (BRAM <-> LUTRAM exchange), external weights by DRAM cost."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sw.autofold import _candidates, _fit, fold_for_target, memory_lut_floor
-from sw.boards import get_board
+from sw.compiler.autofold import _candidates, _fit, fold_for_target, memory_lut_floor
+from sw.compiler.boards import get_board
 from hw.ops.memory import lutram_luts_for, mem_style_of
-from sw.estimate import layer_resources
-from sw.folding import apply_folding
+from sw.compiler.estimate import layer_resources
+from sw.compiler.folding import apply_folding
 from hw.graph import HWGraph, HWLayer, TensorInfo
-from sw.lower import CompileError
+from sw.compiler.lower import CompileError
 from test_estimate import small_graph
 
 
@@ -142,7 +142,7 @@ def test_external_weights_bandwidth_is_checked_at_the_folding_s_own_frame_rate()
     # frame. PE=2, SIMD=2 runs at 116.1 fps (0.20 GB/s), PE=1, SIMD=2 at 58.1 fps (0.10 GB/s).
     # With 0.15 GB/s the bisection's target frame rates between them (< 87 fps) allow the
     # faster folding unless the bandwidth is taken at the frame rate it really runs at.
-    from sw.autofold import choose_folding
+    from sw.compiler.autofold import choose_folding
 
     g = pointwise_graph()
     board = replace(get_board("pynq-z2"), bram36=0, luts=500, dram_gbps=0.15)
@@ -182,8 +182,8 @@ def window_graph(hw: int = 64, c: int = 8) -> HWGraph:
 
 
 def test_minimal_window_buffers_only_where_row_buffers_do_not_fit():
-    from sw.autofold import choose_folding
-    from sw.estimate import estimate, totals
+    from sw.compiler.autofold import choose_folding
+    from sw.compiler.estimate import estimate, totals
 
     g = window_graph()
     f = apply_folding(g, {})

@@ -1,8 +1,8 @@
-"""sw.bench: a quick benchmark of the slice network (real export, real RTL simulation, no mocks).
+"""sw.flows.bench: a quick benchmark of the slice network (real export, real RTL simulation, no mocks).
 
 The quick run streams two 64x64 VOC val frames through the Verilator-simulated accelerator
 (FIFO sizing run + sized run), so the per-layer rows carry real measured MAC-busy cycles; the
-computed columns are checked against :mod:`sw.estimate` exactly.
+computed columns are checked against :mod:`sw.compiler.estimate` exactly.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from sw import bench
+from sw.flows import bench
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +33,11 @@ def test_outputs_written(quick):
 
 
 def test_board_row_is_the_compilers_fastest_folding(quick):
-    from sw.autofold import choose_folding
-    from sw.boards import get_board
-    from sw.estimate import estimate, totals
-    from sw.folding import apply_folding
-    from sw.lower import HW_REQUANT, lower_qonnx
+    from sw.compiler.autofold import choose_folding
+    from sw.compiler.boards import get_board
+    from sw.compiler.estimate import estimate, totals
+    from sw.compiler.folding import apply_folding
+    from sw.compiler.lower import HW_REQUANT, lower_qonnx
 
     out, r = quick
     assert r["quick"] and r["clock_mhz"] == 200.0 and r["configs"] == ["slice"]
@@ -56,9 +56,9 @@ def test_board_row_is_the_compilers_fastest_folding(quick):
 
 
 def test_rtl_layers_match_estimates_and_measurements(quick):
-    from sw.estimate import bottleneck, estimate
-    from sw.folding import apply_folding
-    from sw.lower import HW_REQUANT, lower_qonnx
+    from sw.compiler.estimate import bottleneck, estimate
+    from sw.compiler.folding import apply_folding
+    from sw.compiler.lower import HW_REQUANT, lower_qonnx
 
     out, r = quick
     s = r["rtl"]["slice"]
@@ -69,7 +69,7 @@ def test_rtl_layers_match_estimates_and_measurements(quick):
     assert m["bit_exact"] and m["mismatches"] == [0, 0, 0] and len(m["cycles_per_frame"]) == 3
     assert m["harness"] == "native" and s["design"] == "simulation"
     assert m["steady_frame"] == 1 and m["frame_interval"] == m["cycles_per_frame"][1] > 0
-    # FIFOs sized analytically (sw.fifo_analytic): the RTL runs at the modelled interval
+    # FIFOs sized analytically (sw.compiler.fifo_analytic): the RTL runs at the modelled interval
     assert m["sizing_method"] == "analytical" and m["sizing_fallback"] is None
     assert m["model_interval"] == m["frame_interval"] and m["fifo_bits"] > 0
     # the pipeline cannot beat its slowest layer's stall-free MAC count
@@ -112,8 +112,8 @@ def test_target_check_names_the_limiting_layer():
 
 
 def test_yosys_result_is_reused_only_for_the_same_verilog_and_board(tmp_path, monkeypatch):
-    import sw.resources
-    from sw.folding import apply_folding
+    import sw.compiler.resources
+    from sw.compiler.folding import apply_folding
     from test_estimate import small_graph
 
     g = apply_folding(small_graph(), {"MVAU_0": {"PE": 1, "SIMD": 1}})
@@ -121,9 +121,9 @@ def test_yosys_result_is_reused_only_for_the_same_verilog_and_board(tmp_path, mo
     assert first["status"] == "ok" and first["cached"] is False and first["counts"]["LUT"] > 0
 
     def no_yosys(*args, **kwargs):
-        raise sw.resources.SynthesisError("yosys must not run again")
+        raise sw.compiler.resources.SynthesisError("yosys must not run again")
 
-    monkeypatch.setattr(sw.resources, "report", no_yosys)
+    monkeypatch.setattr(sw.compiler.resources, "report", no_yosys)
     again = bench.run_yosys(g, "ultra96v2", tmp_path, 600)
     assert again["cached"] is True and again["counts"] == first["counts"]
     assert bench.run_yosys(g, "zcu104", tmp_path, 600)["status"].startswith("failed: yosys must")
@@ -153,7 +153,7 @@ def test_slowest_layers_alone_in_rtl_measure_their_expected_cycles(tmp_path):
     # cycles, the steady-state interval the MAC steps
     import numpy as np
 
-    from sw.folding import apply_folding
+    from sw.compiler.folding import apply_folding
     from test_autofold_memory import pointwise_graph
     from test_estimate import small_graph
 
@@ -272,7 +272,7 @@ def test_merge_runs_update_the_file_on_disk(tmp_path):
 
 
 def test_simulation_folding_keeps_every_weight_on_chip():
-    from sw.lower import CompileError
+    from sw.compiler.lower import CompileError
     from test_estimate import small_graph
 
     board, cfg = bench.simulation_folding(small_graph(), 100.0, 200.0)

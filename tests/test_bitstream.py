@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from hw.boards import BoardFlowError, StreamPorts, dma_width, vivado_tcl
-from sw.bitstream import (EXIT_BAD_INPUT, EXIT_NO_VIVADO, EXIT_OK, BitstreamError,
+from sw.flows.bitstream import (EXIT_BAD_INPUT, EXIT_NO_VIVADO, EXIT_OK, BitstreamError,
                           add_bitstream_parser, load_fifo_depths, vivado_command)
-from sw.boards import BOARDS, get_board
+from sw.compiler.boards import BOARDS, get_board
 
 SLICE_PORTS = StreamPorts(in_width=24, out_width=64, in_frame_bytes=64 * 64 * 3,
                           out_frame_bytes=32 * 32 * 8)
@@ -70,8 +70,8 @@ def test_dma_widths_and_refusals():
 
 @pytest.fixture(scope="module")
 def compiled_dir(slice_onnx, tmp_path_factory):
-    from sw.folding import apply_folding, load_folding
-    from sw.lower import lower_qonnx
+    from sw.compiler.folding import apply_folding, load_folding
+    from sw.compiler.lower import lower_qonnx
 
     d = tmp_path_factory.mktemp("compiled")
     apply_folding(lower_qonnx(slice_onnx), load_folding("sw/configs/slice_folding.json")).save(
@@ -137,7 +137,7 @@ def test_refuses_without_vivado_and_leaves_a_complete_folder(compiled_dir, tmp_p
     assert "xc7z020clg400-1" in (out / "build.tcl").read_text()
     spec = json.loads((out / "deploy" / "accel.json").read_text())
     assert spec["input"]["shape"] == [64, 64, 3] and spec["clock_mhz"] == 100.0
-    assert (out / "deploy" / "driver.py").read_text() == open("sw/driver.py").read()
+    assert (out / "deploy" / "driver.py").read_text() == open("sw/runtime/driver.py").read()
     assert not (tmp_path / "pynq-z2.partial").exists()
 
     # the deploy folder runs without the project: the demo imports its driver copy

@@ -303,20 +303,20 @@ def test_decode_keeps_one_box_per_plateau():
 
 
 def test_board_demo_decode_matches_centernet_decode():
-    # the on-board numpy port breaks ties the same way (it imports its driver copy, sw/driver.py)
+    # the on-board numpy port breaks ties the same way (it imports its driver copy, sw/runtime/driver.py)
     import importlib.util
     import sys
     from pathlib import Path
 
     root = Path(__file__).parents[1]
-    sys.path.insert(0, str(root / "sw"))
+    sys.path.insert(0, str(root / "sw" / "runtime"))
     try:
         spec = importlib.util.spec_from_file_location("deflow_demo_decode",
                                                       root / "hw/boards/deploy/deflow_demo.py")
         board_demo = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(board_demo)
     finally:
-        sys.path.remove(str(root / "sw"))
+        sys.path.remove(str(root / "sw" / "runtime"))
         sys.modules.pop("driver", None)
     rng = np.random.default_rng(3)
     q = rng.integers(-8, 3, size=(16, 16, 24)).astype(np.int8)  # int8 heat: many ties

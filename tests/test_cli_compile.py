@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from sw.autofold import choose_folding
-from sw.boards import BOARDS, get_board
-from sw.cli import DEFAULT_SLICE_FOLDING, main
-from sw.estimate import estimate, totals
+from sw.compiler.autofold import choose_folding
+from sw.compiler.boards import BOARDS, get_board
+from sw.flows.cli import DEFAULT_SLICE_FOLDING, main
+from sw.compiler.estimate import estimate, totals
 from hw.graph import HWGraph
-from sw.lower import lower_qonnx
+from sw.compiler.lower import lower_qonnx
 
 REPORT = {"estimates.json", "estimates.md", "estimates.png", "folding.json", "hw_graph.json",
           "frontend.json", "finn_hw.onnx", "host_epilogue.onnx"}
@@ -83,7 +83,7 @@ def test_folding_file_with_verilog(slice_onnx, tmp_path):
     assert {p.name for p in out.iterdir()} == REPORT | {"deflow_top.v", "fifo_depths.json",
                                                          "fifo_sizing.json"}
     assert "module deflow_top" in (out / "deflow_top.v").read_text()
-    # every inter-layer FIFO sized analytically (sw.fifo_analytic), the offsets FIFO of the
+    # every inter-layer FIFO sized analytically (sw.compiler.fifo_analytic), the offsets FIFO of the
     # deformable sampler's reconvergent path deeper than the default 2
     depths = json.loads((out / "fifo_depths.json").read_text())
     sizing = json.loads((out / "fifo_sizing.json").read_text())

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from sw.cli import DEFAULT_SLICE_FOLDING, main
+from sw.flows.cli import DEFAULT_SLICE_FOLDING, main
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_simulate_json_on_a_compiled_folder(slice_folder, val_images, tmp_path, 
     # projected at the clock the folder was compiled for (ultra96v2's 200 MHz)
     assert res["clock_mhz"] == 200.0 and res["fps_at_clock"] == round(200e6 / 9216, 1)
     # the first frame, fill included, is the analytical model's with always-valid input
-    from sw.fifo_analytic import schedule_graph
+    from sw.compiler.fifo_analytic import schedule_graph
     from hw.graph import HWGraph
 
     _, _, ends = schedule_graph(HWGraph.load(slice_folder / "hw_graph.json"), frames=2, period=0)

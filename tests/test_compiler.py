@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from sw.execute import run_graph
-from sw.folding import apply_folding, load_folding
-from sw.lower import CompileError, lower_qonnx
+from sw.compiler.execute import run_graph
+from sw.compiler.folding import apply_folding, load_folding
+from sw.compiler.lower import CompileError, lower_qonnx
 
 SLICE_FOLDING = "sw/configs/slice_folding.json"
 
@@ -21,7 +21,7 @@ def test_slice_lowers_to_the_expected_hardware_layers(slice_onnx):
     g = lower_qonnx(slice_onnx)
     # the input quantiser (scale 1 on 0..255 pixels) is the identity: no layer for it
     ops = [l.op for l in g.layers]
-    # an activation is a Thresholding, or a Requant where that is exact (sw.threshold_form;
+    # an activation is a Thresholding, or a Requant where that is exact (sw.compiler.threshold_form;
     # whether it is depends on the calibrated scales)
     ops = ["Act" if op in ("Thresholding", "Requant") else op for op in ops]
     assert ops == [
@@ -140,7 +140,7 @@ def test_unsupported_op_is_refused_before_any_hdl(tmp_path):
 def test_conv_without_output_quant_is_a_float_head(tmp_path):
     """A last conv with no activation quantiser: its accumulators leave the fabric and the
     host applies the scale (FINN's float head)."""
-    from sw.frontend import lower_model
+    from sw.compiler.frontend import lower_model
 
     w = np.ones((4, 3, 1, 1), dtype=np.float32)
     nodes = [_quant("q_in", "x", "xq", 8, 0), _quant("q_w", "w", "wq", 4, 1),

@@ -7,12 +7,12 @@ import pytest
 
 from hw.control import ID_VALUE, REGISTERS, AcceleratorSystem, graph_hash
 from sim.runner import run_cocotb
-from sw.estimate import bottleneck, estimate
-from sw.folding import apply_folding, load_folding
-from sw.lower import lower_qonnx
+from sw.compiler.estimate import bottleneck, estimate
+from sw.compiler.folding import apply_folding, load_folding
+from sw.compiler.lower import lower_qonnx
 
 SLICE_FOLDING = "sw/configs/slice_folding.json"
-TOPLEVEL = "deflow_system"  # same name as sw.driver's SimBackend: one shared Verilator build
+TOPLEVEL = "deflow_system"  # same name as sw.runtime.driver's SimBackend: one shared Verilator build
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""``deflow demo`` (sw/demo.py): argument checks before any work, the images (letterboxed
+"""``deflow demo`` (sw/flows/demo.py): argument checks before any work, the images (letterboxed
 photographs with hand-measured boxes when there is no VOC folder), the top-1 verdict, the
 drawing, the report and the step cache; the whole demo twice (slow: a Verilator build and
 the FINN lowering), bit-exact, the second run from the caches."""
@@ -12,10 +12,10 @@ import types
 import numpy as np
 import pytest
 
-import sw.demo as demo
+import sw.flows.demo as demo
 from models.centernet import GT_COLOUR, VOC_CLASSES, _class_colour
-from sw.cli import main
-from sw.demo import (ArtifactCache, DemoError, DemoImage, FALLBACK_PHOTOS, draw_result,
+from sw.flows.cli import main
+from sw.flows.demo import (ArtifactCache, DemoError, DemoImage, FALLBACK_PHOTOS, draw_result,
                      letterbox, load_images, report_markdown, top1_check, verdict_text)
 
 CAT, DOG, PERSON = (VOC_CLASSES.index(c) for c in ("cat", "dog", "person"))
@@ -281,7 +281,7 @@ def test_demo_is_bit_exact_and_its_second_run_comes_from_the_caches(tmp_path):
 
 
 def test_a_keyed_native_build_is_found_without_generating_verilog(tmp_path, monkeypatch):
-    """sim.native.build_native's ``key`` (the demo's :func:`sw.demo.design_key`): a build
+    """sim.native.build_native's ``key`` (the demo's :func:`sw.flows.demo.design_key`): a build
     recorded under the key is returned without converting the component to Verilog."""
     import amaranth.back.verilog
 

@@ -242,8 +242,8 @@ def test_head_form_dw3x3_lowers_and_the_golden_model_tracks_brevitas(tmp_path):
 
     from models.data import sample_images
     from models.export import export_qonnx
-    from sw.execute import compare_with_brevitas
-    from sw.lower import lower_qonnx
+    from sw.compiler.execute import compare_with_brevitas
+    from sw.compiler.lower import lower_qonnx
 
     torch.manual_seed(0)
     m = build_detector("small", head_form="dw3x3").eval()

@@ -25,10 +25,10 @@ def small_graph(tmp_path_factory, request):
     from models.data import sample_images
     from models.detector import build_detector
     from models.export import export_qonnx
-    from sw.autofold import choose_folding
-    from sw.boards import get_board
-    from sw.folding import apply_folding
-    from sw.lower import lower_qonnx
+    from sw.compiler.autofold import choose_folding
+    from sw.compiler.boards import get_board
+    from sw.compiler.folding import apply_folding
+    from sw.compiler.lower import lower_qonnx
 
     torch.manual_seed(0)
     model = build_detector("small", head_form=request.param)
@@ -46,9 +46,9 @@ def small_graph(tmp_path_factory, request):
 
 def test_small_detector_rtl_bit_exact_at_the_estimated_ii(small_graph):
     from models.data import sample_images
-    from sw.estimate import bottleneck, estimate
-    from sw.fifosizing import size_fifos
-    from sw.rtlsim import simulate
+    from sw.compiler.estimate import bottleneck, estimate
+    from sim.fifosizing import size_fifos
+    from sim.rtlsim import simulate
 
     images = list(sample_images(2, 128, split="val"))
     depths = size_fifos(small_graph, images)

@@ -1,4 +1,4 @@
-"""sw.driver: stream packing, the simulation backend on the slice graph (outputs against the
+"""sw.runtime.driver: stream packing, the simulation backend on the slice graph (outputs against the
 golden model, counters, throughput, timeouts) and the PYNQ backend's refusal off-board."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from sw.driver import (REGISTERS, AcceleratorDriver, AcceleratorSpec, AcceleratorTimeout,
+from sw.runtime.driver import (REGISTERS, AcceleratorDriver, AcceleratorSpec, AcceleratorTimeout,
                        BackendUnavailable, PynqBackend, SimBackend, StreamSpec, pack_frames,
                        unpack_frames)
-from sw.execute import run_graph
-from sw.folding import apply_folding, load_folding
-from sw.lower import lower_qonnx
+from sw.compiler.execute import run_graph
+from sw.compiler.folding import apply_folding, load_folding
+from sw.compiler.lower import lower_qonnx
 
 SLICE_FOLDING = "sw/configs/slice_folding.json"
 
@@ -156,7 +156,7 @@ def test_spec_keeps_a_per_channel_output_scale():
 def test_sim_backend_waits_for_the_pipeline_fill(slice_graph):
     # the first frame's fill is a multiple of II (5.1 x II on the small detector): the default
     # timeout must include the sum of the layers' cycles, not only 4 x II
-    from sw.estimate import estimate
+    from sw.compiler.estimate import estimate
 
     b = SimBackend(slice_graph)
     est = estimate(slice_graph)

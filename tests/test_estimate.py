@@ -9,12 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from sw.boards import get_board
+from sw.compiler.boards import get_board
 from hw.ops.memory import bram18_for, uram_for
-from sw.estimate import analytic_cycles, bottleneck, estimate, layer_resources, totals
-from sw.folding import apply_folding
+from sw.compiler.estimate import analytic_cycles, bottleneck, estimate, layer_resources, totals
+from sw.compiler.folding import apply_folding
 from hw.graph import HWGraph, HWLayer, TensorInfo
-from sw.report import REPORT_FILES, report_data, write_report
+from sw.compiler.report import REPORT_FILES, report_data, write_report
 
 
 def small_graph() -> HWGraph:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sw.autofold import choose_folding
-from sw.boards import get_board
-from sw.estimate import estimate, totals
-from sw.estimate_all import BOARD_ORDER, available_configs, export_config
-from sw.folding import apply_folding
-from sw.lower import CompileError, lower_qonnx
+from sw.compiler.autofold import choose_folding
+from sw.compiler.boards import get_board
+from sw.compiler.estimate import estimate, totals
+from sw.flows.estimate_all import BOARD_ORDER, available_configs, export_config
+from sw.compiler.folding import apply_folding
+from sw.compiler.lower import CompileError, lower_qonnx
 
 ONNX_CACHE = Path(os.environ.get("DEFLOW_ONNX_CACHE", "build/estimates/onnx"))
 

@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """The compiler's pixel-buffer estimates equal what the hardware builds: for each shape the
 component is built by ``hw.registry.build_layer``, converted to Verilog, and its memory arrays
-(ChannelShuffle: one per bank) are measured; ``sw.estimate.layer_resources`` must report exactly
+(ChannelShuffle: one per bank) are measured; ``sw.compiler.estimate.layer_resources`` must report exactly
 those bits, and BRAM18 / LUTRAM from exactly that depth and width (times the read ports)."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from amaranth.back import verilog
 
 from hw.channel_ops import ChannelShuffle
 from hw.registry import buffer_memory, buffer_read_ports, build_layer, read_crossbar
-from sw.autofold import _fit, memory_lut_floor
-from sw.boards import get_board
+from sw.compiler.autofold import _fit, memory_lut_floor
+from sw.compiler.boards import get_board
 from hw.ops.memory import bram18_for, lutram_luts_for, mux_luts
-from sw.estimate import layer_resources
-from sw.folding import MEMORY_OPS, apply_folding
+from sw.compiler.estimate import layer_resources
+from sw.compiler.folding import MEMORY_OPS, apply_folding
 from hw.graph import HWGraph, HWLayer, TensorInfo
-from sw.lower import CompileError
+from sw.compiler.lower import CompileError
 from test_hw_memory_style import memories
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

@@ -1,4 +1,4 @@
-"""Analytical FIFO sizing (sw/fifo_analytic.py) from the components' token schedules
+"""Analytical FIFO sizing (sw/compiler/fifo_analytic.py) from the components' token schedules
 (hw/schedule.py): every schedule reproduces its component's cycle model, the whole-graph model
 matches the RTL cycle for cycle, and the depths it gives run at the II in RTL."""
 
@@ -9,10 +9,10 @@ import pytest
 
 from hw import schedule as S
 from hw.registry import expected_layer_cycles
-from sw.fifo_analytic import (AnalyticSizingError, fifo_bits, layer_schedule, schedule_graph,
+from sw.compiler.fifo_analytic import (AnalyticSizingError, fifo_bits, layer_schedule, schedule_graph,
                               size_fifos_analytic)
-from sw.folding import apply_folding, load_folding
-from sw.lower import lower_qonnx
+from sw.compiler.folding import apply_folding, load_folding
+from sw.compiler.lower import lower_qonnx
 
 SLICE_FOLDING = "sw/configs/slice_folding.json"
 
@@ -139,8 +139,8 @@ def test_analytical_depths_run_at_the_ii_in_rtl(slice_graph, val_images):
     """The acceptance check on the slice network: the analytically sized design streams three
     real frames bit-exact, with no deadlock, at a steady interval within 1% of the compiler's
     II, and exactly at the model's interval (native Verilator testbench, about 1.5 minutes)."""
-    from sw.estimate import bottleneck, estimate
-    from sw.rtlsim import simulate
+    from sw.compiler.estimate import bottleneck, estimate
+    from sim.rtlsim import simulate
 
     res = size_fifos_analytic(slice_graph)
     frames = [val_images[0], val_images[1], val_images[0]]
@@ -155,10 +155,10 @@ def test_analytical_depths_run_at_the_ii_in_rtl(slice_graph, val_images):
 
 @pytest.mark.slow
 def test_analytical_model_equals_the_rtl_sizing_run(slice_graph, val_images):
-    """The RTL sizing run (sw.fifosizing.size_fifos: frame-deep FIFOs, input always valid)
+    """The RTL sizing run (sim.fifosizing.size_fifos: frame-deep FIFOs, input always valid)
     and the model with the same always-valid input give the same peak level on every FIFO, so
     the analytical depths equal the simulation-sized ones here (FIFO bits ratio 1.0)."""
-    from sw.fifosizing import size_fifos
+    from sim.fifosizing import size_fifos
 
     sim = size_fifos(slice_graph, list(val_images))
     peaks, _, _ = schedule_graph(slice_graph, frames=2, period=0)
@@ -171,8 +171,8 @@ def test_design_the_analysis_cannot_bound_falls_back_to_simulation(slice_graph, 
     simulation (stood in for here by a recorder), and the reason names the layer."""
     import copy
 
-    import sw.fifosizing
-    from sw.fifo_analytic import size_fifos_auto
+    import sim.fifosizing
+    from sw.compiler.fifo_analytic import size_fifos_auto
 
     g = copy.deepcopy(slice_graph)
     g.layers[5].op = "Mystery"
@@ -182,7 +182,7 @@ def test_design_the_analysis_cannot_bound_falls_back_to_simulation(slice_graph, 
         calls.append(len(frames))
         return {t: 7 for t in graph.tensors if t != graph.input and t != graph.output}
 
-    monkeypatch.setattr(sw.fifosizing, "size_fifos", fake_size_fifos)
+    monkeypatch.setattr(sim.fifosizing, "size_fifos", fake_size_fifos)
     depths, info = size_fifos_auto(g, "analytical", log=lines.append)
     assert calls == [2] and info["method"] == "simulation" and set(depths.values()) == {7}
     assert g.layers[5].name in info["fallback"] and g.layers[5].name in lines[0]

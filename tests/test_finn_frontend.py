@@ -13,16 +13,16 @@ import pytest
 from onnx import TensorProto, helper
 
 from foreign_models import FOREIGN_MODELS, build_foreign, sample_input
-from sw.boards import BOARDS
-from sw.cli import main
-from sw.execute import run_graph
-from sw.folding import apply_folding
-from sw.frontend import brevitas_distance, lower_model
+from sw.compiler.boards import BOARDS
+from sw.flows.cli import main
+from sw.compiler.execute import run_graph
+from sw.compiler.folding import apply_folding
+from sw.compiler.frontend import brevitas_distance, lower_model
 
 # largest distance to Brevitas's output, in output LSB, measured on 3 random frames; 0 where
 # FINN's thresholds reproduce Brevitas exactly. decoder_like concatenates two differently
 # quantised tensors: the finer one is requantised onto the coarser scale
-# (sw.finn_transforms.RescaleConcatInputs), which the float head's accumulator LSB shows.
+# (sw.compiler.finn_transforms.RescaleConcatInputs), which the float head's accumulator LSB shows.
 MAX_LSB = {"mobile_like": 0, "decoder_like": 11, "residual_odd": 0, "w8a8_plain": 0,
            "pool_fork": 0}
 RTL_MODELS = ("residual_odd", "w8a8_plain", "decoder_like", "pool_fork")
@@ -110,9 +110,9 @@ def test_finn_lowered_onnx_and_folding_config_are_accepted(exports, tmp_path):
 
 @pytest.mark.parametrize("name", RTL_MODELS)
 def test_rtl_bit_exact_under_stalls(lowered, name):
-    from sw.rtlsim import simulate
+    from sim.rtlsim import simulate
 
-    from sw.fifo_analytic import size_fifos_analytic
+    from sw.compiler.fifo_analytic import size_fifos_analytic
 
     lw = lowered[name]
     g = apply_folding(lw.graph, {})

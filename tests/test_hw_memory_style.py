@@ -17,7 +17,7 @@ from hw.requant import Requantizer
 from hw.upsample import Upsample
 from hw.vvau import VVAU
 from hw.window import DeformableSampler, SlidingWindowGenerator
-from sw.folding import apply_folding
+from sw.compiler.folding import apply_folding
 from test_estimate import small_graph
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

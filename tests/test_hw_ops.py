@@ -14,10 +14,10 @@ import pytest
 from hw.graph import HWGraph, HWLayer, TensorInfo
 from hw.ops import OPS, UnknownOpError, op_for
 from hw.ops.base import HWOp
-from sw.estimate import analytic_cycles, estimate
-from sw.execute import run_graph
-from sw.folding import apply_folding
-from sw.lower import CompileError
+from sw.compiler.estimate import analytic_cycles, estimate
+from sw.compiler.execute import run_graph
+from sw.compiler.folding import apply_folding
+from sw.compiler.lower import CompileError
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 ROOT = Path(__file__).resolve().parents[1]

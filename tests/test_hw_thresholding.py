@@ -17,9 +17,9 @@ from sim.streams import pack_lanes
 from sim.tb_compute import DEFAULT_RUNS, run_compute_tb
 from hw import golden
 from hw.ops.memory import bram18_for, lutram_luts_for
-from sw.estimate import analytic_cycles, layer_resources
-from sw.execute import run_graph
-from sw.folding import apply_folding
+from sw.compiler.estimate import analytic_cycles, layer_resources
+from sw.compiler.execute import run_graph
+from sw.compiler.folding import apply_folding
 from hw.graph import HWGraph, HWLayer, TensorInfo
 
 # instances built only to read their attributes (or refused) are never elaborated
@@ -295,10 +295,10 @@ def test_folding_and_estimate_of_thresholding():
 
 def test_mvau_thresholding_accelerator_rtl_bit_exact_under_stalls():
     """MVAU -> Thresholding as a whole accelerator (hw/top.py, AXI-Stream, inter-layer FIFOs)
-    after sw.folding: a 1x1 conv whose activation is a per-channel threshold set (FINN's
+    after sw.compiler.folding: a 1x1 conv whose activation is a per-channel threshold set (FINN's
     MVAU + Thresholding), bit-exact against run_graph under 20% stalls and back-pressure."""
     from hw.mvau import accumulator_bits
-    from sw.rtlsim import simulate
+    from sim.rtlsim import simulate
 
     rng = np.random.default_rng(11)
     w = rng.integers(-8, 8, size=(8, 6))
@@ -328,11 +328,11 @@ def test_mvau_thresholding_accelerator_rtl_bit_exact_under_stalls():
 
 
 def test_autofold_folds_around_a_thresholding_layer():
-    """sw.autofold: the Thresholding takes its MVAU's PE (no PE of its own, like Requant), its
+    """sw.compiler.autofold: the Thresholding takes its MVAU's PE (no PE of its own, like Requant), its
     cycles come from the registry (the component's model) and stay below the MVAU's."""
-    from sw.autofold import choose_folding
-    from sw.boards import get_board
-    from sw.estimate import estimate
+    from sw.compiler.autofold import choose_folding
+    from sw.compiler.boards import get_board
+    from sw.compiler.estimate import estimate
 
     rng = np.random.default_rng(3)
     ts = {

@@ -175,7 +175,7 @@ def test_installed_data_files_sit_beside_their_modules(installed, tmp_path):
 # ---- the documents a clone ships -----------------------------------------------------------
 
 DOCS = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]
-#: a path inside the project written in backticks or as a link target: `sw/cli.py`, `hw/boards/`
+#: a path inside the project written in backticks or as a link target: `sw/flows/cli.py`, `hw/boards/`
 _PATH_RE = re.compile(r"(?:`|\]\()((?:hw|sw|models|sim|tests|docs)/[\w./-]*?)(?:[`)#]|:\w)")
 
 
@@ -187,7 +187,7 @@ def test_readme_is_a_guide_of_at_most_200_lines():
 
 
 def _exists(path: str) -> bool:
-    """A file or folder of the tree; ``sw/execute.run_graph`` (module.name) names sw/execute.py."""
+    """A file or folder of the tree; ``sw/execute.run_graph`` (module.name) names sw/compiler/execute.py."""
     if (REPO / path.rstrip("/")).exists():
         return True
     stem, _, name = path.rpartition("/")[2].partition(".")

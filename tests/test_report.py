@@ -1,4 +1,4 @@
-"""sw/report.py's files on the small hand-built graph of tests/test_estimate.py: the layer
+"""sw/compiler/report.py's files on the small hand-built graph of tests/test_estimate.py: the layer
 table ends in a total row, flip-flops are "not estimated" (null) rather than 0, and the plot
 is one page of fixed size whatever the number of layers."""
 
@@ -8,11 +8,11 @@ import json
 
 from PIL import Image
 
-from sw.boards import get_board
-from sw.estimate import estimate, totals
-from sw.report import write_report
+from sw.compiler.boards import get_board
+from sw.compiler.estimate import estimate, totals
+from sw.compiler.report import write_report
 from test_estimate import small_graph  # the same 3-layer graph
-from sw.folding import apply_folding
+from sw.compiler.folding import apply_folding
 
 
 def test_total_row_no_flip_flop_zero_and_a_one_page_plot(tmp_path):

@@ -1,4 +1,4 @@
-"""sw.resources: Yosys synth_xilinx on a small deterministic design (one 18x18 multiplier, one
+"""sw.compiler.resources: Yosys synth_xilinx on a small deterministic design (one 18x18 multiplier, one
 1024 x 18 bit memory), stat parsing and the report against board capacities."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sw.boards import get_board
-from sw.resources import (Resources, SynthesisError, count_cells, parse_stat_json, report,
+from sw.compiler.boards import get_board
+from sw.compiler.resources import (Resources, SynthesisError, count_cells, parse_stat_json, report,
                           synthesize, utilisation, yosys_script)
 
 
@@ -164,7 +164,7 @@ def test_yosys_dsp_count_follows_the_mult_style(tmp_path, op):
         p = tmp_path / f"{op}_{style}.il"
         p.write_text(rtlil.convert(dut, name="dut", emit_src=False))
         dsps[style] = synthesize(p, "dut", "xcup")[0].DSP
-    # the RTL's multipliers, which the compiler's estimate counts (sw.estimate)
+    # the RTL's multipliers, which the compiler's estimate counts (sw.compiler.estimate)
     assert dsps == {"lut": 0, "dsp": 4}
 
 

@@ -1,4 +1,4 @@
-"""Thresholding or requantiser (sw/threshold_form.py): the fit is checked on every input value,
+"""Thresholding or requantiser (sw/compiler/threshold_form.py): the fit is checked on every input value,
 an exact one is taken by default, one that moves values by one LSB only when asked, and FINN's
 thresholds then follow the requantiser so that FINN's execution stays the golden model's truth."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hw.golden import requantize, thresholding
-from sw.threshold_form import choose_threshold_forms, fit_requant
+from sw.compiler.threshold_form import choose_threshold_forms, fit_requant
 
 
 def _levels_first_reached(scale: float, offset: float, n: int, lo: int, hi: int) -> np.ndarray:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sw.estimate import bottleneck, estimate
-from sw.folding import apply_folding, load_folding
-from sw.lower import lower_qonnx
-from sw.rtlsim import simulate
-from sw.fifosizing import size_fifos
+from sw.compiler.estimate import bottleneck, estimate
+from sw.compiler.folding import apply_folding, load_folding
+from sw.compiler.lower import lower_qonnx
+from sim.rtlsim import simulate
+from sim.fifosizing import size_fifos
 from hw.top import Accelerator
 
 SLICE_FOLDING = "sw/configs/slice_folding.json"

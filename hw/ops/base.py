@@ -4,7 +4,7 @@ As FINN's ``HWCustomOp`` subclasses hold ``get_exp_cycles``, ``bram_estimation``
 ``execute_node`` for their op, an :class:`HWOp` subclass holds for one ``HWLayer.op``:
 
 * folding rules: :meth:`HWOp.set_folding` (legal ``PE``/``SIMD`` and FINN's attributes from a
-  folding-config entry), :meth:`HWOp.candidates` (the foldings :mod:`sw.autofold` searches),
+  folding-config entry), :meth:`HWOp.candidates` (the foldings :mod:`sw.compiler.autofold` searches),
   :meth:`HWOp.in_lanes` / :meth:`HWOp.out_lanes` (stream lanes per port);
 * cycle models: :meth:`HWOp.analytic_cycles` (FINN's formulas, no fill latency) and
   :meth:`HWOp.expected_cycles` (the component's own model);
@@ -29,7 +29,7 @@ from hw.ops.memory import empty_resources
 
 class FoldingRuleError(ValueError):
     """A folding-config entry breaks one of the op's folding rules (the message states the
-    rule and the values; :mod:`sw.folding` adds the layer's name)."""
+    rule and the values; :mod:`sw.compiler.folding` adds the layer's name)."""
 
 
 class HWOp:
@@ -37,7 +37,7 @@ class HWOp:
 
     Class attributes (the op's properties the compiler dispatches on):
         op: ``HWLayer.op`` it implements. finn_op: FINN's op type for it.
-        folding_knob: :mod:`sw.autofold` searches its ``PE`` (and ``SIMD``).
+        folding_knob: :mod:`sw.compiler.autofold` searches its ``PE`` (and ``SIMD``).
         has_mac_array: an MVAU/VVAU-like multiply-accumulate array (products on LUTs or
             DSPs, ``resType``; a ``mac_active`` signal for utilisation probes).
         has_memory: FINN's ``ram_style`` applies to a memory it builds.
@@ -120,7 +120,7 @@ class HWOp:
         """Op-specific part of :meth:`set_folding` (default: the layer keeps its folding)."""
 
     def candidates(self) -> list[dict]:
-        """Foldings :mod:`sw.autofold` tries, by increasing parallelism (empty: not a knob)."""
+        """Foldings :mod:`sw.compiler.autofold` tries, by increasing parallelism (empty: not a knob)."""
         return []
 
     def pe_channel_counts(self) -> list[int]:
@@ -178,7 +178,7 @@ class HWOp:
     def resources(self, mult_style: str = "lut", mem_style: str = "auto") -> dict:
         """Resources of the folded layer: ``{"bram18", "uram", "lutram_luts", "luts", "dsps",
         "weight_bits", "dram_bytes_per_frame", "buffer_bits", "ffs"}`` (models in
-        :mod:`sw.estimate`'s docstring). Default: a stream layer of registers and muxes,
+        :mod:`sw.compiler.estimate`'s docstring). Default: a stream layer of registers and muxes,
         ``50 + 2 * lanes * bits`` LUTs.
 
         Args:

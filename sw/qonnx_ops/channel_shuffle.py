@@ -8,7 +8,7 @@ Node (domain ``sw.qonnx_ops``)::
 NHWC, as FINN's hardware layers are: output channel ``j*g + i`` is input channel ``i*C/g + j``
 (torch's ``x.view(N, g, C/g, H, W).transpose(1, 2)``), the values of
 ``hw.golden.channel_shuffle``. FINN has no hardware layer for it;
-:class:`sw.finn_transforms.LowerChannelShuffle` puts it in the graph and deflow's
+:class:`sw.compiler.finn_transforms.LowerChannelShuffle` puts it in the graph and deflow's
 ``ChannelShuffle`` component implements it.
 """
 

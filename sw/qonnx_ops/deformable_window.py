@@ -10,7 +10,7 @@ NHWC, as FINN's hardware layers are, and its output is in the order of FINN's de
 element ``(ky*3 + kx)*C + c`` holds ``x[y + (ky-1)*d, x + (kx-1)*d, c]`` (0 outside the image)
 with ``d = offsets[y, x]`` in ``[0, max_offset]``; so a FINN ``VVAU`` with a 3x3 kernel reads it
 as it reads a depthwise window. The values are ``hw.golden.deformable_sample``'s (the single
-definition of the bits). :class:`sw.finn_transforms.LowerDeformableConv` puts it in the graph
+definition of the bits). :class:`sw.compiler.finn_transforms.LowerDeformableConv` puts it in the graph
 in place of ``DeformableSample`` + its grouped 1x1 ``Conv``; deflow's ``DeformableSampler``
 component implements it.
 """

@@ -1,6 +1,6 @@
 """FINN's hardware-layer graph to deflow's stream graph (:class:`~hw.graph.HWGraph`).
 
-Each FINN node of the dataflow part of a :class:`~sw.finn_frontend.FinnLowering` becomes the
+Each FINN node of the dataflow part of a :class:`~sw.compiler.finn_frontend.FinnLowering` becomes the
 deflow layers that implement it, one Amaranth component each:
 
 ==================================================  ===========================================
@@ -35,9 +35,9 @@ import math
 import numpy as np
 from qonnx.custom_op.registry import getCustomOp
 
-from sw.finn_frontend import FinnLowering, hw_op_type
+from sw.compiler.finn_frontend import FinnLowering, hw_op_type
 from hw.graph import HWGraph, HWLayer, TensorInfo
-from sw.lower import CompileError
+from sw.compiler.lower import CompileError
 
 __all__ = ["hwgraph_from_finn", "SUPPORTED_FINN_OPS"]
 

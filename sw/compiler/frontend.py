@@ -1,11 +1,11 @@
 """The compiler's front end: FINN's lowering of a model, and what it leaves for the host.
 
-FINN's own transformations (:mod:`sw.finn_frontend` + :mod:`sw.finn_import`) produce the
+FINN's own transformations (:mod:`sw.compiler.finn_frontend` + :mod:`sw.compiler.finn_import`) produce the
 :class:`~hw.graph.HWGraph` the back end builds, for any common Brevitas export and for ONNX files
 FINN has already lowered (after ``convert_to_hw``, with or without folding attributes); deflow's
 own graph rewrites sit in FINN's chain for what FINN lacks (the deformable sampler, ShuffleNetV2's
 channel shuffle, concats of differently quantised tensors, forked max-pools:
-:mod:`sw.finn_transforms`).
+:mod:`sw.compiler.finn_transforms`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from hw.graph import HWGraph
 from hw.ops import OPS
-from sw.lower import CompileError
+from sw.compiler.lower import CompileError
 
 __all__ = ["Lowered", "lower_model", "finn_folding_to_deflow", "brevitas_distance"]
 
@@ -29,7 +29,7 @@ class Lowered:
 
     Attributes:
         graph: the unfolded :class:`HWGraph` (input: NHWC uint8 pixels).
-        finn: the :class:`~sw.finn_frontend.FinnLowering`.
+        finn: the :class:`~sw.compiler.finn_frontend.FinnLowering`.
         files: ``{file name: bytes}`` for the compile folder: ``frontend.json``,
             ``finn_hw.onnx`` (FINN's whole graph) and ``host_epilogue.onnx``.
         folding: FINN folding attributes found on an already lowered FINN graph
@@ -43,7 +43,7 @@ class Lowered:
 
 
 def _read(path) -> ModelWrapper:
-    from sw.finn_frontend import _load
+    from sw.compiler.finn_frontend import _load
 
     return _load(path)
 
@@ -54,21 +54,21 @@ def lower_model(path, input_scale: float | str = "auto", requant: str = "exact")
     Args:
         path: ``.onnx`` file or a ``ModelWrapper``.
         input_scale: the model input is ``pixels * input_scale`` (see
-            :func:`sw.finn_frontend.host_input_scale`).
+            :func:`sw.compiler.finn_frontend.host_input_scale`).
         requant: where a threshold set becomes a requantiser
-            (:func:`sw.threshold_form.choose_threshold_forms`): ``"exact"``, ``"within1"``
+            (:func:`sw.compiler.threshold_form.choose_threshold_forms`): ``"exact"``, ``"within1"``
             (one output LSB on some accumulator values, for far less memory) or ``"never"``.
 
     Raises:
         CompileError: unreadable or empty file, or a graph the front end refuses (naming the
             node, its op type and the rule).
     """
-    from sw.finn_frontend import is_hw_node
+    from sw.compiler.finn_frontend import is_hw_node
 
     model = _read(path)
-    from sw.finn_frontend import finn_lower, finn_partition
-    from sw.finn_import import hwgraph_from_finn
-    from sw.threshold_form import choose_threshold_forms
+    from sw.compiler.finn_frontend import finn_lower, finn_partition
+    from sw.compiler.finn_import import hwgraph_from_finn
+    from sw.compiler.threshold_form import choose_threshold_forms
 
     lowered_by_finn = any(is_hw_node(n) for n in model.graph.node)
     if lowered_by_finn:
@@ -170,7 +170,7 @@ def brevitas_distance(lowered: Lowered, graph: HWGraph, reference_onnx, pixels: 
         ``{"images", "values", "max_lsb", "mean_abs_lsb", "share_equal"}``.
     """
     from models.export import run_qonnx
-    from sw.execute import run_graph
+    from sw.compiler.execute import run_graph
 
     from qonnx.util.cleanup import cleanup_model
 

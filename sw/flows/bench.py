@@ -1,4 +1,4 @@
-"""Benchmark: ``python -m sw.bench [--configs ...] [--boards ...] [--clock-mhz 200] [--quick] [--out bench]``.
+"""Benchmark: ``python -m sw.flows.bench [--configs ...] [--boards ...] [--clock-mhz 200] [--quick] [--out bench]``.
 
 Writes, each file atomically (rewritten after every step, so a long run leaves partial results):
 ``OUT/results.json``, ``OUT/results.md``, ``OUT/layers_<config>.png`` (per layer: expected vs
@@ -8,20 +8,20 @@ CoDeNet's published points).
 What is measured and what is projected:
 
 * **measured** here, in this run: RTL cycles (cocotb + Verilator simulation of the generated
-  accelerator, FIFO depths sized analytically by :func:`sw.fifo_analytic.size_fifos_analytic`,
+  accelerator, FIFO depths sized analytically by :func:`sw.compiler.fifo_analytic.size_fifos_analytic`,
   or by simulation with ``--fifo-sizing simulation``): the frame interval
   (tlast to tlast of the last, steady-state frame) and every MVAU/VVAU's MAC-busy cycles in that
   frame (the instrumented top level's counters); Yosys ``synth_xilinx`` primitive counts
-  (:mod:`sw.resources`); VOC6 mAP50 on our VOC2012 ``val`` split (or a prefix of it); tool
+  (:mod:`sw.compiler.resources`); VOC6 mAP50 on our VOC2012 ``val`` split (or a prefix of it); tool
   wall times (compile, Verilator build, simulation speed).
-* **computed** (analytical): expected cycles per layer (:func:`sw.estimate.estimate`, the
+* **computed** (analytical): expected cycles per layer (:func:`sw.compiler.estimate.estimate`, the
   compiler's model), ideal cycles ``MACs / (PE * SIMD)`` (every MAC unit busy every cycle),
-  weight and buffer memory (:mod:`sw.estimate`, FINN's BRAM model).
+  weight and buffer memory (:mod:`sw.compiler.estimate`, FINN's BRAM model).
 * **projected**: frames per second = clock / II (expected II from the compiler, or the
   measured RTL frame interval) at ``--clock-mhz`` (200 MHz default). No board was run.
 
 Per config x board the folding is the fastest that fits the board by the compiler's estimates
-(:func:`sw.autofold.choose_folding` without a target, as :mod:`sw.estimate_all`). The RTL
+(:func:`sw.compiler.autofold.choose_folding` without a target, as :mod:`sw.flows.estimate_all`). The RTL
 simulation uses a modest folding (``--sim-fps`` at the clock on Ultra96-V2) so that the
 simulation finishes; its per-layer table is for that folding.
 
@@ -30,13 +30,15 @@ at 250 MHz using 100% of its DSP and BRAM, VOC 2007 test: 26.9 fps / 55.1 AP50 a
 9.3 fps / 61.7 AP50 at 512x512. Their accuracy is on different data (VOC 2007 test, 20
 classes) than ours (VOC6 mAP50 on a VOC2012 val subset) and is labelled so.
 
-Weights: hardware figures use the seeded, calibrated export of :mod:`sw.estimate_all` (shapes
+Weights: hardware figures use the seeded, calibrated export of :mod:`sw.flows.estimate_all` (shapes
 and bit widths decide cycles and resources); accuracy uses the committed checkpoints
 (``models/checkpoints/small_w4a8.pt``, float: ``small_float.pt``) and says "not available"
 where one is missing.
 """
 
 from __future__ import annotations
+
+from sw import BUILD_ROOT
 
 import argparse
 import json
@@ -48,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: CoDeNet, FPGA'21 (Huang et al., "CoDeNet: Efficient Deployment of Input-Adaptive Object
 #: Detection on Embedded FPGAs"), Ultra96 at 250 MHz, 100% DSP and BRAM; AP50 on VOC 2007 test.
@@ -84,7 +86,7 @@ def layer_rows(graph, estimates, mac_busy: dict | None = None, interval: int | N
 
     Args:
         graph: folded :class:`hw.graph.HWGraph`.
-        estimates: :func:`sw.estimate.estimate` of ``graph`` (same layer order).
+        estimates: :func:`sw.compiler.estimate.estimate` of ``graph`` (same layer order).
         mac_busy: ``{layer: cycles}`` MAC-busy cycles per frame (RTL, averaged over the run), or None.
         interval: measured steady-state frame interval (cycles), or None.
 
@@ -123,11 +125,11 @@ def board_row(graph, board_name: str, clock_mhz: float, target_fps: float | None
         percent of the board, ``weight_bits`` and ``buffer_bram18`` (estimates), or ``fits``
         False with the compiler's reason.
     """
-    from sw.autofold import choose_folding
-    from sw.boards import get_board
-    from sw.estimate import estimate, totals
-    from sw.folding import apply_folding
-    from sw.lower import CompileError
+    from sw.compiler.autofold import choose_folding
+    from sw.compiler.boards import get_board
+    from sw.compiler.estimate import estimate, totals
+    from sw.compiler.folding import apply_folding
+    from sw.compiler.lower import CompileError
 
     board = get_board(board_name)
     t0 = time.time()
@@ -174,10 +176,10 @@ def run_yosys(graph, board_name: str, out_dir: Path, timeout_s: float) -> dict:
 
     from hw.top import Accelerator
     from hw.graph import write_text_atomic
-    from sw.resources import SynthesisError, report
+    from sw.compiler.resources import SynthesisError, report
 
     t0 = time.time()
-    il_path = out_dir / "deflow_top.il"  # RTLIL: Yosys reads it in seconds (sw.resources)
+    il_path = out_dir / "deflow_top.il"  # RTLIL: Yosys reads it in seconds (sw.compiler.resources)
     text = rtlil.convert(Accelerator(graph), name="deflow_top", emit_src=False)
     sha = hashlib.sha256(text.encode()).hexdigest()
     t_v = round(time.time() - t0, 1)
@@ -220,9 +222,9 @@ def simulation_folding(graph, fps: float, clock_mhz: float) -> tuple[str, dict]:
         CompileError: no folding for ``fps`` fits on any of :data:`SIM_BOARDS`, with each
             board's reason.
     """
-    from sw.autofold import choose_folding
-    from sw.boards import get_board
-    from sw.lower import CompileError
+    from sw.compiler.autofold import choose_folding
+    from sw.compiler.boards import get_board
+    from sw.compiler.lower import CompileError
 
     reasons = []
     for b in SIM_BOARDS:
@@ -237,7 +239,7 @@ def simulation_folding(graph, fps: float, clock_mhz: float) -> tuple[str, dict]:
 def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = None,
                     harness: str = "native", progress=None,
                     fifo_sizing: str = "analytical") -> dict:
-    """FIFO sizing (``fifo_sizing``: ``"analytical"``, :func:`sw.fifo_analytic.size_fifos_analytic`
+    """FIFO sizing (``fifo_sizing``: ``"analytical"``, :func:`sw.compiler.fifo_analytic.size_fifos_analytic`
     from the layers' cycle models, falling back to simulation where it cannot bound a FIFO;
     or ``"simulation"``, a sizing run), then the sized design on ``frames``; measured figures.
 
@@ -248,24 +250,24 @@ def simulate_config(graph, frames: list[np.ndarray], build_root: Path | None = N
         layer's cycles per frame), "mac_busy_per_frame" (in each frame interval), "fifo_depths",
         "fifo_bits", "sizing_method", "sizing_s", "model_interval" (analytical: the model's
         frame interval, cycles), "verilator_build_s",
-        "sim_s", "sim_cycles_per_s", "harness"}``. ``harness``: :func:`sw.rtlsim.simulate`'s
+        "sim_s", "sim_cycles_per_s", "harness"}``. ``harness``: :func:`sim.rtlsim.simulate`'s
         (``native``: the C++ testbench, default; ``cocotb``). Build time: Verilog emission +
         Verilator + C++ (0 if cached), measured by the native harness, with cocotb from the
         call's start to the build log's last write; simulation time: measured by the native
         harness, with cocotb from the build's end to the test log's last write; cycles/s =
         simulated frame cycles / sim_s. ``progress``: passed to the native harness.
     """
-    from sw.rtlsim import simulate
+    from sim.rtlsim import simulate
 
     t0 = time.time()
-    # sw.fifosizing.size_fifos with a longer watchdog: with frame-deep FIFOs the input is
+    # sim.fifosizing.size_fifos with a longer watchdog: with frame-deep FIFOs the input is
     # absorbed early and a deep pipeline may send its first output beat more than the default
     # II/4 cycles later (seen on the small config: "no AXI-Stream beat for 24577 cycles" with
     # every listed FIFO empty); a real deadlock is still caught, one II later
-    from sw.estimate import bottleneck, estimate
-    from sw.fifosizing import MIN_DEPTH, SLACK, FifoSizingError, sizing_depths
+    from sw.compiler.estimate import bottleneck, estimate
+    from sim.fifosizing import MIN_DEPTH, SLACK, FifoSizingError, sizing_depths
 
-    from sw.fifo_analytic import AnalyticSizingError, fifo_bits, size_fifos_analytic
+    from sw.compiler.fifo_analytic import AnalyticSizingError, fifo_bits, size_fifos_analytic
 
     ii = bottleneck(estimate(graph)).cycles
     method, model_interval, fallback = fifo_sizing, None, None
@@ -332,7 +334,7 @@ def simulate_slowest_layers(graph, frames: list[np.ndarray], top_k: int = 2,
         frames: input images ``[H, W, 3]`` uint8 of the graph's size (at least 2 for a
             steady-state interval).
         top_k: layers by decreasing expected cycles.
-        harness: :func:`sw.rtlsim.simulate`'s (``native``: the C++ testbench).
+        harness: :func:`sim.rtlsim.simulate`'s (``native``: the C++ testbench).
 
     Returns:
         one row per layer: ``layer``, ``op``, ``folding``, ``expected_cycles`` (compiler),
@@ -341,10 +343,10 @@ def simulate_slowest_layers(graph, frames: list[np.ndarray], top_k: int = 2,
         ``mismatches``, ``sim_s``; a layer with more than one input or output stream, or with a
         sliding-window stream, gets ``skipped`` with the reason instead.
     """
-    from sw.estimate import estimate
-    from sw.execute import run_graph
+    from sw.compiler.estimate import estimate
+    from sw.compiler.execute import run_graph
     from hw.graph import HWGraph
-    from sw.rtlsim import simulate
+    from sim.rtlsim import simulate
 
     est = sorted(estimate(graph), key=lambda e: -e.cycles)[:top_k]
     acts = [run_graph(graph, f, keep_all=True) for f in frames]
@@ -410,12 +412,12 @@ def accuracy(ckpt: Path, float_ckpt: Path, n_images: int, golden_images: int, vo
         out["golden_integer"] = {"status": "not available", "reason": f"checkpoint {ckpt} not found"}
         return out
     from models.evaluate import export_qonnx_cached
-    from sw.demo import dequantise
-    from sw.execute import run_graph
-    from sw.lower import HW_REQUANT, lower_qonnx
+    from sw.flows.demo import dequantise
+    from sw.compiler.execute import run_graph
+    from sw.compiler.lower import HW_REQUANT, lower_qonnx
 
     model, meta = load_checkpoint(ckpt)
-    onnx_path, size = export_qonnx_cached(ckpt, cache or REPO_ROOT / "build" / "bench_cache")
+    onnx_path, size = export_qonnx_cached(ckpt, cache or BUILD_ROOT / "bench_cache")
     graph = lower_qonnx(onnx_path, requant=HW_REQUANT)  # the integer model the hardware runs
     ds = VOCDetection(voc_root, "val", size, train=False, limit=golden_images, progress=False, skip_bad=True)
     from tqdm import tqdm
@@ -546,7 +548,7 @@ def format_markdown(r: dict) -> str:
         else:
             o += [f"Yosys on the target design: {y.get('status', 'not run')}", ""]
     if r.get("estimate_all_summary"):
-        o += ["Cross-check, `build/estimates/summary.json` (sw.estimate_all at the board's default clock): "
+        o += ["Cross-check, `build/estimates/summary.json` (sw.flows.estimate_all at the board's default clock): "
               + "; ".join(f"{s['config']} on {s['board']}: {s.get('fps', 0):.1f} fps, bottleneck "
                           f"{s.get('bottleneck')}" for s in r["estimate_all_summary"]), ""]
     o += ["## RTL simulation (measured cycles)", ""]
@@ -758,8 +760,8 @@ def write_results(results: dict, out: Path) -> dict:
 
 # -- main --------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sw.bench", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m sw.flows.bench") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=None)
     p.add_argument("--boards", nargs="+", default=None)
     p.add_argument("--clock-mhz", type=float, default=200.0)
@@ -796,16 +798,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", action="store_true", help="update OUT/results.json instead of "
                    "replacing it: this run's configs, boards and measurements replace the earlier "
                    "ones, the rest is kept (several --merge runs may share OUT)")
-    p.add_argument("--onnx-cache", default=str(REPO_ROOT / "build" / "estimates" / "onnx"))
+    p.add_argument("--onnx-cache", default=str(BUILD_ROOT / "estimates" / "onnx"))
     a = p.parse_args(argv)
 
     from tqdm import tqdm
 
-    from sw.boards import get_board
-    from sw.estimate import bottleneck, estimate
-    from sw.estimate_all import available_configs, export_config
-    from sw.folding import apply_folding
-    from sw.lower import HW_REQUANT, CompileError, lower_qonnx
+    from sw.compiler.boards import get_board
+    from sw.compiler.estimate import bottleneck, estimate
+    from sw.flows.estimate_all import available_configs, export_config
+    from sw.compiler.folding import apply_folding
+    from sw.compiler.lower import HW_REQUANT, CompileError, lower_qonnx
 
     configs = a.configs or (["small"] if a.quick else list(DEFAULT_CONFIGS))
     boards = a.boards or (["ultra96v2"] if a.quick else list(DEFAULT_BOARDS))
@@ -830,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                "args": list(argv if argv is not None else sys.argv[1:]), "_t0": time.time(),
                "_merge": a.merge}
-    summ = REPO_ROOT / "build" / "estimates" / "summary.json"
+    summ = BUILD_ROOT / "estimates" / "summary.json"
     if summ.exists():
         try:
             R["estimate_all_summary"] = [s for s in json.loads(summ.read_text())
@@ -875,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
             fl = REPO_ROOT / "runs" / "main" / "float.pt"  # the training run's float parent
         try:
             R["accuracy"] = accuracy(Path(a.checkpoint), fl, n_val, n_golden,
-                                     cache=REPO_ROOT / "build" / "bench_cache")
+                                     cache=BUILD_ROOT / "bench_cache")
         except Exception as exc:  # data missing etc.: recorded, the rest of the bench goes on
             R["accuracy"] = {"error": f"{type(exc).__name__}: {exc}"}
         bar.update(1)

@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sw.boards import Board, get_board
+from sw.compiler.boards import Board, get_board
 
 LUTRAM_LUTS = {
     "RAM32X1S": 1, "RAM64X1S": 1, "SRL16E": 1, "SRLC32E": 1, "SRLC16E": 1,
@@ -230,7 +230,7 @@ def _last_pass(log: Path) -> str:
 
 
 def utilisation(res: Resources, board: Board) -> dict:
-    """Per resource: used, available (sw/boards.py datasheet capacity), percent, and whether
+    """Per resource: used, available (sw/compiler/boards.py datasheet capacity), percent, and whether
     everything fits."""
     rows = {
         "LUT": (res.LUT, board.luts),
@@ -279,7 +279,7 @@ def format_markdown(data: dict) -> str:
         f"# Resource estimate: {data['top']} on {data['board']} ({data['part']})",
         "",
         f"Yosys `synth_xilinx -family {data['family']}` (LUTs mapped with `abc`), "
-        f"{data['yosys_seconds']} s. A pre-Vivado estimate; capacities from sw/boards.py "
+        f"{data['yosys_seconds']} s. A pre-Vivado estimate; capacities from sw/compiler/boards.py "
         "(DS190/DS891).",
         "",
         "| resource | used | available | % |",

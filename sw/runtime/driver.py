@@ -151,7 +151,7 @@ class AcceleratorSpec:
     def from_graph(cls, graph, clock_mhz: float) -> "AcceleratorSpec":
         """The spec of ``hw.control.AcceleratorSystem(graph)`` (imports the project)."""
         from hw.control import REGISTERS as HW_REGISTERS, graph_hash
-        from sw.estimate import bottleneck, estimate
+        from sw.compiler.estimate import bottleneck, estimate
 
         def stream(t):
             return StreamSpec(tuple(int(s) for s in t.shape), int(t.bits), bool(t.signed),
@@ -296,7 +296,7 @@ class SimBackend:
             source = HWGraph.load(gpath)
             dpath = gpath.with_name("fifo_depths.json")
             if fifo_depths is None and dpath.exists() and json.loads(dpath.read_text()) is not None:
-                from sw.fifosizing import load_depths
+                from hw.graph import load_depths
 
                 fifo_depths = load_depths(dpath)  # the compiled design's FIFOs
         if not isinstance(source, HWGraph):

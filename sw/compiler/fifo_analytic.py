@@ -6,7 +6,7 @@ model as its ``expected_cycles()``. This module runs those schedules layer after
 the folded graph, a discrete-event model of the whole accelerator at beat granularity:
 
 1. the input stream delivers one frame per ``period`` cycles, the slowest layer's cycles per
-   frame in a stream of frames (:func:`sw.estimate.analytic_cycles`; raised to the model's own
+   frame in a stream of frames (:func:`sw.compiler.estimate.analytic_cycles`; raised to the model's own
    frame interval if the pipeline cannot keep that pace), its beats spread evenly over the
    period (or, where that starves the first layer, each frame whole at its period's start);
 2. every inter-layer FIFO is infinitely deep (a producer never waits), so each layer's times
@@ -14,7 +14,7 @@ the folded graph, a discrete-event model of the whole accelerator at beat granul
    order; a beat written in cycle ``t`` reaches its consumer at ``t + 2``
    (``SyncFIFOBuffered``);
 3. each FIFO's highest level over ``frames`` frames (:func:`hw.schedule.fifo_peak_level`) plus
-   :data:`sw.fifosizing.SLACK` entries is its depth, never below 2.
+   :data:`sim.fifosizing.SLACK` entries is its depth, never below 2.
 
 Reconvergent paths (DuplicateStreams into a deformable sampler's features and offsets, a
 ShuffleNetV2 unit's split and concat, residual adds) need no special case: the skew between
@@ -43,7 +43,7 @@ import numpy as np
 from hw import schedule as S
 from hw.graph import HWGraph, HWLayer
 from hw.ops import UnknownOpError, op_for
-from sw.fifosizing import MIN_DEPTH, SLACK
+from sim.fifosizing import MIN_DEPTH, SLACK
 
 #: frames the model streams: the first one's fill plus two in the steady state
 DEFAULT_FRAMES = 3
@@ -124,13 +124,13 @@ def layer_schedule(graph: HWGraph, layer: HWLayer, arrivals: list[np.ndarray], f
 
 def steady_period(graph: HWGraph) -> int:
     """Cycles per frame of the slowest layer in a stream of frames (FINN's formulas and the
-    window event models, :func:`sw.estimate.analytic_cycles`): the pace the model's input
+    window event models, :func:`sw.compiler.estimate.analytic_cycles`): the pace the model's input
     starts from.
 
     Raises:
         AnalyticSizingError: a layer whose op has no op class (:mod:`hw.ops`).
     """
-    from sw.estimate import analytic_cycles
+    from sw.compiler.estimate import analytic_cycles
 
     try:
         return max(int(analytic_cycles(graph, layer)) for layer in graph.layers)
@@ -219,12 +219,12 @@ def size_fifos_analytic(graph: HWGraph, *, frames: int = DEFAULT_FRAMES, slack: 
         graph: folded hardware graph.
         frames: frames the model streams (>= 3: fill, then the steady state).
         slack: entries above each FIFO's peak level (the same margin as
-            :func:`sw.fifosizing.size_fifos`).
+            :func:`sim.fifosizing.size_fifos`).
         period: cycles between input frames; default :func:`steady_period`.
 
     Returns:
         :class:`AnalyticSizing` (``depths`` is ``{tensor: entries}``, as
-        :func:`sw.fifosizing.size_fifos` returns).
+        :func:`sim.fifosizing.size_fifos` returns).
 
     Raises:
         AnalyticSizingError: a layer has no token schedule, or the model does not settle to a
@@ -267,7 +267,7 @@ def size_fifos_auto(graph: HWGraph, method: str = "analytical", *, frames=None,
                     build_root=None, log=print) -> tuple[dict[str, int], dict]:
     """FIFO depths by ``method``: ``"analytical"`` (:func:`size_fifos_analytic`, falling back
     to simulation where it cannot bound a FIFO, with the reason logged) or ``"simulation"``
-    (:func:`sw.fifosizing.size_fifos`).
+    (:func:`sim.fifosizing.size_fifos`).
 
     Args:
         frames: input frames ``[H, W, C]`` for a sizing simulation; default two seeded random
@@ -281,7 +281,7 @@ def size_fifos_auto(graph: HWGraph, method: str = "analytical", *, frames=None,
 
     Raises:
         ValueError: unknown ``method``.
-        sw.fifosizing.FifoSizingError: the simulation fallback failed.
+        sim.fifosizing.FifoSizingError: the simulation fallback failed.
     """
     if method not in METHODS:
         raise ValueError(f"FIFO sizing method must be one of {METHODS}, got {method!r}")
@@ -295,7 +295,7 @@ def size_fifos_auto(graph: HWGraph, method: str = "analytical", *, frames=None,
         except AnalyticSizingError as exc:
             log(f"analytical FIFO sizing gave up ({exc}); sizing this design by simulation")
             info["fallback"] = str(exc)
-    from sw.fifosizing import size_fifos
+    from sim.fifosizing import size_fifos
 
     if frames is None:
         frames = random_frames(graph, 2, seed=0)

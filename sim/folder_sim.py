@@ -3,7 +3,7 @@
 Builds the folder's accelerator (``hw_graph.json`` with the depths of ``fifo_depths.json``)
 with the native C++ Verilator testbench (:mod:`sim.native`), streams frames (random, seeded,
 or given as a ``.npy``) back to back with the input always valid and the output always ready,
-checks every output value against the golden model (:func:`sw.execute.run_graph`) and reports
+checks every output value against the golden model (:func:`sw.compiler.execute.run_graph`) and reports
 the measured steady-state frame interval beside the compiler's II.
 """
 
@@ -28,7 +28,7 @@ def load_folder(folder: Path):
         SimulateError: the folder, ``hw_graph.json`` or ``fifo_depths.json`` is missing or
             unreadable.
     """
-    from sw.fifosizing import load_depths
+    from hw.graph import load_depths
     from hw.graph import HWGraph
 
     folder = Path(folder)
@@ -119,9 +119,9 @@ def simulate_folder(folder: Path, *, input_path: Path | None = None, frames: int
         SimulateError: bad folder or input, or the simulation stalled / timed out (the
             watchdog's first line).
     """
-    from sw.estimate import bottleneck, estimate
-    from sw.fifo_analytic import random_frames
-    from sw.rtlsim import simulate
+    from sw.compiler.estimate import bottleneck, estimate
+    from sw.compiler.fifo_analytic import random_frames
+    from sim.rtlsim import simulate
 
     graph, depths = load_folder(folder)
     if frames is not None and frames < 1:

@@ -11,11 +11,11 @@ Steps (each printed with its time, and whether it came from the cache):
    matplotlib of classes the detector knows (:data:`FALLBACK_PHOTOS`, boxes measured by
    hand); both letterboxed to the network input (aspect ratio kept, black bars), as training
    and evaluation do;
-3. lower: through FINN's front end (:func:`sw.lower.lower_qonnx`, ``requant="within1"``);
+3. lower: through FINN's front end (:func:`sw.compiler.lower.lower_qonnx`, ``requant="within1"``);
 4. fold for ``--board`` at ``--fps`` and estimate cycles and resources (``estimates.md/png``);
 5. golden model: the integer reference of every output value on every image, and its
    distance to the Brevitas float model;
-6. FIFO depths (analytical, :mod:`sw.fifo_analytic`; ``--fifo-sizing simulation`` for an RTL
+6. FIFO depths (analytical, :mod:`sw.compiler.fifo_analytic`; ``--fifo-sizing simulation`` for an RTL
    sizing run);
 7. Verilator build of the native C++ testbench (:mod:`sim.native`);
 8. RTL simulation: the frames streamed back to back through it, every output value compared
@@ -38,6 +38,8 @@ All outputs go to ``--out`` (default ``build/demo``), each file written atomical
 
 from __future__ import annotations
 
+from sw import BUILD_ROOT
+
 import argparse
 import contextlib
 import hashlib
@@ -54,15 +56,15 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "small_w4a8.pt"
-DEFAULT_OUT = REPO_ROOT / "build" / "demo"
+DEFAULT_OUT = BUILD_ROOT / "demo"
 #: the step cache, shared by every --out folder
-DEFAULT_CACHE = REPO_ROOT / "build" / "cache" / "demo"
+DEFAULT_CACHE = BUILD_ROOT / "cache" / "demo"
 DEFAULT_FPS = 2000.0  # at the board clock: II of ~1e5 cycles, a design Verilator builds quickly
 #: longer side, in pixels, of the drawn images (the photograph, not the 128x128 network input)
 DRAW_SIDE = 512
-#: the requantisation choice of the demo's lowering (sw.threshold_form): the 2,000 fps folding
+#: the requantisation choice of the demo's lowering (sw.compiler.threshold_form): the 2,000 fps folding
 #: of the small detector fits the Ultra96-V2 with requantisers, not with threshold memories
 REQUANT = "within1"
 
@@ -79,7 +81,8 @@ FALLBACK_PHOTOS = (
 #: project folders whose source files key the caches
 _CODE_ROOTS = ("hw", "sw", "models", "sim")
 #: the demo's own front files: they present results and take no part in what is cached
-_FRONT_FILES = {"sw/demo.py", "sw/cli.py", "sw/report.py", "sw/bitstream.py", "sw/folder_sim.py"}
+_FRONT_FILES = {"sw/flows/demo.py", "sw/flows/cli.py", "sw/compiler/report.py",
+                "sw/flows/bitstream.py", "sim/folder_sim.py"}
 #: libraries whose versions key the caches
 _CACHE_PACKAGES = ("torch", "brevitas", "qonnx", "finn-plus", "onnx", "onnxruntime", "numpy",
                    "amaranth", "verilator")
@@ -109,7 +112,7 @@ def check_args(args) -> None:
             ``--fps`` or ``--clock-mhz``, a score threshold outside [0, 1], an unknown
             board, a VOC folder that does not exist, no Verilator for ``--backend sim``).
     """
-    from sw.boards import BoardError, get_board
+    from sw.compiler.boards import BoardError, get_board
 
     if args.frames < 1:
         raise DemoError(f"--frames must be >= 1, got {args.frames}")
@@ -801,7 +804,7 @@ def _lower(con: Console, cache: ArtifactCache, onnx_path: Path):
         if hit:
             st.cached, st.original_s = True, hit[1].get("seconds")
             return HWGraph.load(hit[0])
-        from sw.lower import lower_qonnx
+        from sw.compiler.lower import lower_qonnx
 
         if cache.miss:
             con.line(f"not from the cache: {cache.miss}")
@@ -815,8 +818,8 @@ def _lower(con: Console, cache: ArtifactCache, onnx_path: Path):
 
 def _fifo_depths(con: Console, cache: ArtifactCache, graph, method: str, images) -> tuple[dict, dict]:
     """FIFO depths of the folded graph by ``method``; cached by the graph's structure."""
-    from sw.fifo_analytic import size_fifos_auto
-    from sw.fifosizing import load_depths, save_depths
+    from sw.compiler.fifo_analytic import size_fifos_auto
+    from hw.graph import load_depths, save_depths
 
     key = _key("fifo", structure_key(graph), method)
     expect = "seconds" if method == "analytical" else "an RTL sizing simulation: many minutes"
@@ -859,8 +862,8 @@ def _simulate(con: Console, graph, depths: dict, images, golden, clock: float) -
     it back to back; returns the outputs per frame and the measured cycles."""
     from hw.top import Accelerator
     from sim.native import build_native
-    from sw.estimate import bottleneck, estimate
-    from sw.rtlsim import simulate
+    from sw.compiler.estimate import bottleneck, estimate
+    from sim.rtlsim import simulate
 
     key = design_key(graph, depths)
     built = []
@@ -909,7 +912,7 @@ def _simulate(con: Console, graph, depths: dict, images, golden, clock: float) -
 
 
 def _run_pynq(con: Console, args, images, clock: float) -> tuple[list, dict]:
-    from sw.driver import AcceleratorDriver, PynqBackend
+    from sw.runtime.driver import AcceleratorDriver, PynqBackend
 
     with con.step("board", expect=f"{len(images)} frame(s) through the bitstream") as _:
         drv = AcceleratorDriver(PynqBackend(args.bitfile))
@@ -947,7 +950,7 @@ def run_demo(args) -> int:
 
 def _run(con: Console, args, out: Path, t_start: float) -> int:
     from models.centernet import VOC_CLASSES, decode, evaluate_ap50
-    from sw.boards import get_board
+    from sw.compiler.boards import get_board
     from hw.graph import write_text_atomic
 
     cache = ArtifactCache(Path(args.cache_dir or DEFAULT_CACHE), enabled=not args.no_cache)
@@ -970,14 +973,14 @@ def _run(con: Console, args, out: Path, t_start: float) -> int:
     con.line(f"from {source}: {', '.join(i.name for i in images)}")
 
     graph, est, folding = _compile(con, cache, onnx_path, board, clock, args.fps, out)
-    from sw.estimate import bottleneck, totals
+    from sw.compiler.estimate import bottleneck, totals
 
     bn = bottleneck(est)
     tot = totals(est, clock)
 
     with con.step("golden model", expect="the integer reference of every output value, and "
                   "its distance to the Brevitas float model; seconds", total=len(images)) as st:
-        from sw.execute import compare_with_brevitas, run_graph
+        from sw.compiler.execute import compare_with_brevitas, run_graph
 
         golden, per = [], []
         for img in images:
@@ -1095,11 +1098,11 @@ def _run(con: Console, args, out: Path, t_start: float) -> int:
 def _compile(con: Console, cache: ArtifactCache, onnx_path: Path, board, clock: float,
              fps: float, out: Path):
     """Lowered graph (cached) -> folding for ``board`` at ``fps`` -> estimates, with the
-    estimate report (:mod:`sw.report`) written to ``out``."""
-    from sw.autofold import choose_folding
-    from sw.estimate import estimate, totals
-    from sw.folding import apply_folding
-    from sw.report import write_report
+    estimate report (:mod:`sw.compiler.report`) written to ``out``."""
+    from sw.compiler.autofold import choose_folding
+    from sw.compiler.estimate import estimate, totals
+    from sw.compiler.folding import apply_folding
+    from sw.compiler.report import write_report
 
     lowered = _lower(con, cache, onnx_path)
     with con.step("fold", expect=f"for {board.name} at {fps:,.0f} fps; estimates") as _:
@@ -1136,7 +1139,7 @@ def _rounded(x, digits: int = 3):
 def report_markdown(r: dict, estimates=None) -> str:
     """``report.md`` of :func:`run_demo`'s report dict: verdicts, the accelerator's measured
     and estimated figures (rounded), the steps with their times and cache state, and the
-    per-layer estimates with a total row (``estimates``: :func:`sw.estimate.estimate` of the
+    per-layer estimates with a total row (``estimates``: :func:`sw.compiler.estimate.estimate` of the
     folded graph, optional)."""
     c, m = r["cycles"], r["cycles"]["measured"]
     n = len(r["detections"])
@@ -1268,13 +1271,13 @@ def add_demo_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--score", type=float, default=0.3,
                    help="score threshold of the drawn and reported detections")
     d.add_argument("--out", default=None, help="output folder (default: "
-                   f"{DEFAULT_OUT.relative_to(REPO_ROOT)} in the repository)")
+                   f"{DEFAULT_OUT})")
     d.add_argument("--fifo-sizing", choices=("analytical", "simulation"), default="analytical",
                    help="FIFO depths from the layers' cycle models (seconds) or by an RTL "
                    "simulation (many minutes)")
     d.add_argument("--cache-dir", default=None, help="where the export, the lowered graph "
                    f"and the FIFO depths are cached (default: "
-                   f"{DEFAULT_CACHE.relative_to(REPO_ROOT)} in the repository)")
+                   f"{DEFAULT_CACHE})")
     d.add_argument("--no-cache", action="store_true",
                    help="recompute the export, lowering and FIFO depths (the Verilator build "
                    "stays cached by its Verilog hash)")

@@ -1,5 +1,5 @@
 """deflow's own graph rewrites, written as qonnx ``Transformation`` s to sit in FINN's chain where
-FINN has none (the rest of the front end is FINN's, :mod:`sw.finn_frontend`)."""
+FINN has none (the rest of the front end is FINN's, :mod:`sw.compiler.finn_frontend`)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hw.graph import HWGraph, HWLayer, TensorInfo
 from hw.ops import OPS, FoldingRuleError, UnknownOpError, op_for
-from sw.lower import CompileError
+from sw.compiler.lower import CompileError
 
 
 def load_folding(path: str | Path) -> dict:
@@ -121,7 +121,7 @@ def _propagate_lanes(g: HWGraph) -> None:
             if max(want, have) % min(want, have):
                 err = _fail(layer, f"input {tname!r} arrives in beats of {have} lanes but the layer "
                                    f"reads {want}; one must divide the other (width converter rule)")
-                err.lane_conflict = (layer.name, tname, have, want)  # for sw.autofold's repair
+                err.lane_conflict = (layer.name, tname, have, want)  # for sw.compiler.autofold's repair
                 raise err
             info = g.tensors[tname]
             conv_t = f"{tname}_dwc"

@@ -1,5 +1,5 @@
 """Command line: ``deflow compile`` (QONNX -> folded hardware graph, estimates, FIFO depths,
-Verilog), ``deflow simulate`` (a compiled folder in RTL simulation, :mod:`sw.folder_sim`) and
+Verilog), ``deflow simulate`` (a compiled folder in RTL simulation, :mod:`sim.folder_sim`) and
 ``deflow demo`` (the main job: a Brevitas W4A8 network with a deformable layer, exported,
 compiled and run as RTL simulation on a real image, checked bit for bit)."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SLICE_FOLDING = REPO_ROOT / "sw" / "configs" / "slice_folding.json"
 
 
@@ -28,9 +28,9 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     """Lower, fold, estimate, report and (optionally) emit Verilog for a QONNX model.
 
     The folding comes from ``folding_path`` (FINN JSON) or, without one, from
-    :func:`sw.autofold.choose_folding` for ``board`` (at ``fps``, or the fastest fitting).
+    :func:`sw.compiler.autofold.choose_folding` for ``board`` (at ``fps``, or the fastest fitting).
     Written into ``out_dir``: ``hw_graph.json`` (the folded hardware graph), ``folding.json``
-    (FINN format), ``estimates.md/json/png`` (:mod:`sw.report`) and ``deflow_top.v``
+    (FINN format), ``estimates.md/json/png`` (:mod:`sw.compiler.report`) and ``deflow_top.v``
     (``hw.top.Accelerator``, unless ``verilog=False``). Everything goes into a temporary
     sibling folder first, renamed at the end: ``out_dir`` holds either the complete result of
     this run or what it held before (also when this run fails).
@@ -38,16 +38,16 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     Args:
         onnx_path: QONNX model (batch 1, fixed shape).
         folding_path: FINN folding JSON, or ``None`` to choose one for ``board``.
-        board: board name (:func:`sw.boards.get_board`); the report's capacities. Default
+        board: board name (:func:`sw.compiler.boards.get_board`); the report's capacities. Default
             ``ultra96v2`` when a folding file is given.
         fps: target frames per second (only with automatic folding).
         clock_mhz: accelerator clock; default the board's ``fabric_mhz``.
         verilog: emit ``deflow_top.v`` and ``fifo_depths.json``, the Verilog built with
-            those depths (:func:`sw.fifo_analytic.size_fifos_auto`; its figures go to
+            those depths (:func:`sw.compiler.fifo_analytic.size_fifos_auto`; its figures go to
             ``fifo_sizing.json``).
         fifo_sizing: ``"analytical"`` (the layers' token schedules, no simulation; falls back
             to simulation where it cannot bound a FIFO) or ``"simulation"`` (an RTL sizing run
-            on two random frames, :func:`sw.fifosizing.size_fifos`).
+            on two random frames, :func:`sim.fifosizing.size_fifos`).
         log: progress lines (the sizing method and time).
 
     Returns:
@@ -55,20 +55,20 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
         "fifo_depths" (dict or None), "fifo_sizing" (dict or None), "out_dir"}``.
 
     Raises:
-        sw.lower.CompileError: unsupported model, bad folding, or a target no folding meets
+        sw.compiler.lower.CompileError: unsupported model, bad folding, or a target no folding meets
             (naming the bottleneck layer and the rule); nothing is written then.
-        sw.boards.BoardError: unknown board.
+        sw.compiler.boards.BoardError: unknown board.
         ValueError: inconsistent arguments (``fps`` with a folding file, neither folding nor
             board, non-positive clock).
     """
-    from sw.autofold import choose_folding
-    from sw.boards import get_board
-    from sw.estimate import estimate
-    from sw.folding import apply_folding, load_folding
+    from sw.compiler.autofold import choose_folding
+    from sw.compiler.boards import get_board
+    from sw.compiler.estimate import estimate
+    from sw.compiler.folding import apply_folding, load_folding
     from hw.graph import write_text_atomic
-    from sw.frontend import finn_folding_to_deflow, lower_model
-    from sw.lower import CompileError
-    from sw.report import write_report
+    from sw.compiler.frontend import finn_folding_to_deflow, lower_model
+    from sw.compiler.lower import CompileError
+    from sw.compiler.report import write_report
 
     if folding_path is None and board is None:
         raise ValueError("compile needs a folding (--folding FILE) or a board to choose one for (--board)")
@@ -85,8 +85,8 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     lowered = front.graph
     distance = None
     if not json.loads(front.files["frontend.json"])["from_finn_hw_graph"]:
-        from sw.fifo_analytic import random_frames
-        from sw.frontend import brevitas_distance
+        from sw.compiler.fifo_analytic import random_frames
+        from sw.compiler.frontend import brevitas_distance
 
         # the golden model against Brevitas's own quantised output (qonnx execution of the export)
         distance = brevitas_distance(front, lowered, onnx_path, np.stack(random_frames(lowered, 2)))
@@ -126,8 +126,8 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
             from amaranth.back import verilog as amaranth_verilog
 
             from hw.top import Accelerator
-            from sw.fifo_analytic import size_fifos_auto
-            from sw.fifosizing import save_depths
+            from sw.compiler.fifo_analytic import size_fifos_auto
+            from hw.graph import save_depths
 
             depths, sizing = size_fifos_auto(graph, fifo_sizing, log=log)
             top = Accelerator(graph, fifo_depths=depths)
@@ -167,7 +167,7 @@ def _scale_arg(text: str) -> float | str:
 
 
 def cmd_compile(args) -> int:
-    from sw.estimate import format_table
+    from sw.compiler.estimate import format_table
 
     folding = Path(args.folding) if args.folding else None
     res = compile_model(Path(args.model), folding, Path(args.out), board=args.board,
@@ -214,7 +214,7 @@ def _version() -> str:
 
 # commands whose own parsers live with their modules: `deflow NAME ARGS` is `python -m MODULE ARGS`
 PASSTHROUGH = {
-    "bench": ("sw.bench", "measured figures: compile every config for every board, RTL "
+    "bench": ("sw.flows.bench", "measured figures: compile every config for every board, RTL "
               "interval vs II, Yosys counts, VOC6 mAP50 (results.json/md in --out)"),
     "evaluate": ("models.evaluate", "VOC6 mAP50 of a checkpoint (float, W4A8 or --golden "
                  "integer model) on a VOC split"),
@@ -226,11 +226,11 @@ PASSTHROUGH = {
 def main(argv: list[str] | None = None) -> int:
     import importlib
 
-    from sw.lower import CompileError
+    from sw.compiler.lower import CompileError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in PASSTHROUGH:
-        return importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:])
+        return importlib.import_module(PASSTHROUGH[argv[0]][0]).main(argv[1:], prog=f"deflow {argv[0]}")
     p = argparse.ArgumentParser(
         prog="deflow", description="deflow: quantised CNN detectors (Brevitas QONNX) to "
         "streaming dataflow accelerators, verified bit for bit in RTL simulation. "
@@ -261,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="FIFO depths from the layers' cycle models (seconds) or by an "
                    "RTL simulation (minutes)")
     c.set_defaults(func=cmd_compile)
-    from sw.bitstream import add_bitstream_parser
-    from sw.demo import add_demo_parser
-    from sw.folder_sim import add_simulate_parser
+    from sw.flows.bitstream import add_bitstream_parser
+    from sw.flows.demo import add_demo_parser
+    from sim.folder_sim import add_simulate_parser
 
     add_demo_parser(sub)
     add_simulate_parser(sub)

@@ -16,7 +16,7 @@ The sized design is then simulated again by the caller (tests, demo, benchmark) 
 it reaches the bottleneck layer's initiation interval and stays bit-exact.
 
 ``deflow compile``, ``make demo`` and ``make bench`` size FIFOs analytically by default
-(:mod:`sw.fifo_analytic`: the same peak levels from the layers' token schedules, without a
+(:mod:`sw.compiler.fifo_analytic`: the same peak levels from the layers' token schedules, without a
 simulation); this module is their ``--fifo-sizing simulation`` and the analysis's fallback.
 """
 
@@ -66,7 +66,7 @@ def size_fifos(graph: HWGraph, frames: list[np.ndarray], *, build_root: Path | N
     Raises:
         FifoSizingError: the sizing simulation stalled or failed.
     """
-    from sw.rtlsim import simulate
+    from sim.rtlsim import simulate
 
     if not frames:
         raise ValueError("size_fifos needs at least one input frame")
@@ -78,23 +78,3 @@ def size_fifos(graph: HWGraph, frames: list[np.ndarray], *, build_root: Path | N
     if not run.fifo_max:
         raise FifoSizingError("FIFO sizing simulation returned no FIFO levels")
     return {t: max(MIN_DEPTH, int(level) + SLACK) for t, level in run.fifo_max.items()}
-
-
-def save_depths(depths: dict[str, int], path: Path) -> None:
-    """Write ``{tensor: depth}`` as JSON (atomically)."""
-    write_text_atomic(Path(path), json.dumps(dict(sorted(depths.items())), indent=1) + "\n")
-
-
-def load_depths(path: Path) -> dict[str, int]:
-    """Read depths written by :func:`save_depths`.
-
-    Raises:
-        ValueError: the file is not a JSON object of positive integers.
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read FIFO depths: {exc}") from exc
-    if not isinstance(data, dict) or not all(isinstance(v, int) and v > 0 for v in data.values()):
-        raise ValueError(f"{path}: FIFO depths must be a JSON object of positive integers")
-    return data

@@ -1,7 +1,7 @@
 """Automatic folding (FINN's SetFolding idea) under a board's resources.
 
 :func:`choose_folding` picks PE/SIMD for every MVAU/VVAU and PE for every stream layer so
-that each layer's cycles per frame (:func:`sw.estimate.analytic_cycles`, FINN's formulas)
+that each layer's cycles per frame (:func:`sw.compiler.estimate.analytic_cycles`, FINN's formulas)
 stay within the target ``clock / fps``: like FINN's ``SetFolding``, each layer takes the
 smallest parallelism that meets the target, over divisors only (``MW % SIMD == 0``,
 ``MH % PE == 0``, a sliding window's ``C % SIMD == 0``, ``C % PE == 0``). An MVAU's
@@ -11,13 +11,13 @@ candidates are all such ``(PE, SIMD)`` pairs ordered by ``PE*SIMD`` (its cycles 
 products, DSPs or weight-word width than its target needs. Without a target it searches
 (bisection on the target cycles) for the fastest such balanced folding that fits the board.
 
-Fitting a board (capacities from :mod:`sw.boards`, used up to ``UTILISATION``):
+Fitting a board (capacities from :mod:`sw.compiler.boards`, used up to ``UTILISATION``):
 
 0. only where no folding fits otherwise (``window_buffers="auto"``): sliding window
    generators take the minimal pixel buffer (``"window_buffer": "minimal"``, ``(K-1)`` rows
    plus ``K + stride`` pixels instead of ``K + stride`` rows, FINN's RTL SWG sizing), each
    whose cycles stay within the folding's II;
-1. products go to DSP48s (two per DSP in an MVAU, one in a VVAU, see :mod:`sw.estimate`) in
+1. products go to DSP48s (two per DSP in an MVAU, one in a VVAU, see :mod:`sw.compiler.estimate`) in
    the layers with the most products first, while DSPs remain after the requantisers' one DSP
    per lane; the rest in LUTs;
 2. if LUTs are short, shallow memories (``auto`` -> LUTRAM) go to BRAM (``ram_style
@@ -48,10 +48,10 @@ from hw.graph import HWGraph, HWLayer, write_text_atomic
 from hw.ops import op_for
 from hw.ops.memory import MEM_STYLES
 from hw.window import WINDOW_BUFFERS
-from sw.boards import Board
-from sw.estimate import analytic_cycles, layer_resources
-from sw.folding import apply_folding
-from sw.lower import CompileError
+from sw.compiler.boards import Board
+from sw.compiler.estimate import analytic_cycles, layer_resources
+from sw.compiler.folding import apply_folding
+from sw.compiler.lower import CompileError
 
 #: share of each board resource the folding may use (routing and the DMA/PS glue need the rest)
 UTILISATION = 0.9
@@ -112,7 +112,7 @@ def _compatible(a: int, b: int) -> bool:
 
 def repair_lanes(graph: HWGraph, cfg: dict, max_steps: int = 1000) -> dict:
     """Raise foldings until neighbouring lane counts divide one another (the width
-    converter rule of :func:`sw.folding.apply_folding`). Only raises parallelism, so a
+    converter rule of :func:`sw.compiler.folding.apply_folding`). Only raises parallelism, so a
     target met before is still met.
 
     Raises:
@@ -301,7 +301,7 @@ def memory_lut_floor(graph: HWGraph, bram18_limit: int, uram_layers=(),
     sliding window generator has the minimal buffer (its cycles ignored).
 
     Args:
-        graph: folded graph (:func:`sw.folding.apply_folding`).
+        graph: folded graph (:func:`sw.compiler.folding.apply_folding`).
         bram18_limit: BRAM18s the memories may use.
         uram_layers: names of layers whose memory stays in URAM.
         minimal_windows: the fitter may use ``window_buffer "minimal"``.
@@ -402,7 +402,7 @@ def choose_folding(graph: HWGraph, board: Board, target_fps: float | None = None
 
     Args:
         graph: lowered (unfolded or folded) graph.
-        board: target board (:func:`sw.boards.get_board`).
+        board: target board (:func:`sw.compiler.boards.get_board`).
         target_fps: frames per second to reach; ``None``: the fastest fitting folding.
         clock_mhz: accelerator clock; default ``board.fabric_mhz``.
         external_weights: allow FINN's external weights (``mem_mode "external"``) where BRAM

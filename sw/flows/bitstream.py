@@ -9,9 +9,9 @@ Writes (atomically: into ``<out>.partial``, then renamed over ``<out>``):
 * ``deflow_system.v``: hw.control.AcceleratorSystem (accelerator + AXI4-Lite control);
 * ``build.tcl``: the Vivado batch project (hw.boards.vivado_tcl);
 * ``resources.json`` / ``resources.md`` / ``yosys_<family>.log``: the Yosys estimate
-  (sw.resources) against the board's capacity, read from ``deflow_system.il`` (the same design
+  (sw.compiler.resources) against the board's capacity, read from ``deflow_system.il`` (the same design
   as RTLIL, which Yosys parses far faster than the Verilog);
-* ``deploy/``: what goes onto the board: ``driver.py`` (sw/driver.py), ``deflow_demo.py``
+* ``deploy/``: what goes onto the board: ``driver.py`` (sw/runtime/driver.py), ``deflow_demo.py``
   and its README (hw/boards/deploy/), ``accel.json`` (stream shapes, graph hash, clock);
   Vivado adds ``deflow.bit`` and ``deflow.hwh``.
 
@@ -26,6 +26,8 @@ it, or register another builder in :data:`MODELS`).
 
 from __future__ import annotations
 
+from sw import BUILD_ROOT
+
 import argparse
 import os
 import shutil
@@ -35,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_TEMPLATE = REPO_ROOT / "hw" / "boards" / "deploy"
 
 EXIT_OK = 0
@@ -70,7 +72,7 @@ MODELS = {
     "small": (_small_onnx, None),
 }
 """Built-in models: name -> (function writing its QONNX file, default folding JSON; None:
-chosen for the board by :func:`sw.autofold.choose_folding`)."""
+chosen for the board by :func:`sw.compiler.autofold.choose_folding`)."""
 
 DEFAULT_MODEL = "slice"
 
@@ -93,9 +95,9 @@ def load_graph(model: str | None = None, folding: str | None = None,
     Raises:
         BitstreamError: both a build dir and a model given, or a missing file.
     """
-    from sw.folding import apply_folding, load_folding
+    from sw.compiler.folding import apply_folding, load_folding
     from hw.graph import HWGraph
-    from sw.lower import lower_qonnx
+    from sw.compiler.lower import lower_qonnx
 
     if build_dir:
         if model or folding:
@@ -124,7 +126,7 @@ def load_graph(model: str | None = None, folding: str | None = None,
         fold = Path(folding)
         graph = lower_qonnx(onnx, requant="within1")
     if fold is None:
-        from sw.autofold import choose_folding
+        from sw.compiler.autofold import choose_folding
 
         progress(f"      folding chosen for {board.name}"
                  + (f" at {fps:g} fps" if fps else " (fastest that fits)"))
@@ -138,14 +140,14 @@ def load_graph(model: str | None = None, folding: str | None = None,
 def load_fifo_depths(build_dir: str | None = None, path: str | None = None) -> dict | None:
     """FIFO depths for the accelerator: ``path`` (``--fifo-depths``), else the build dir's
     ``fifo_depths.json`` (written by ``deflow compile``) when present, else None (the
-    accelerator's defaults). Read with :func:`sw.fifosizing.load_depths`.
+    accelerator's defaults). Read with :func:`hw.graph.load_depths`.
 
     Raises:
         BitstreamError: ``path`` missing or not a JSON object of positive integers.
     """
     import json
 
-    from sw.fifosizing import load_depths
+    from hw.graph import load_depths
 
     if path is None and build_dir:
         cand = Path(build_dir) / "fifo_depths.json"
@@ -172,16 +174,16 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
         ``{"out", "tcl", "verilog", "resources" (dict or None), "spec"}``.
 
     Raises:
-        sw.boards.BoardError: unknown board.
+        sw.compiler.boards.BoardError: unknown board.
         hw.boards.BoardFlowError: stream widths or frame sizes the block design cannot take.
-        sw.resources.SynthesisError: Yosys failed.
+        sw.compiler.resources.SynthesisError: Yosys failed.
     """
     from amaranth.back import verilog
 
     from hw.boards import TOP_MODULE, StreamPorts, vivado_tcl
     from hw.control import AcceleratorSystem
-    from sw.boards import get_board
-    from sw.driver import SPEC_FILE, AcceleratorSpec
+    from sw.compiler.boards import get_board
+    from sw.runtime.driver import SPEC_FILE, AcceleratorSpec
     from hw.graph import write_text_atomic
 
     board = get_board(board_name)
@@ -205,7 +207,7 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
         write_text_atomic(tmp / "build.tcl", tcl)
         deploy = tmp / "deploy"
         deploy.mkdir()
-        shutil.copyfile(REPO_ROOT / "sw" / "driver.py", deploy / "driver.py")
+        shutil.copyfile(REPO_ROOT / "sw" / "runtime" / "driver.py", deploy / "driver.py")
         for f in sorted(DEPLOY_TEMPLATE.iterdir()):
             if f.is_file() and not f.name.startswith((".", "__")):
                 shutil.copyfile(f, deploy / f.name)
@@ -214,7 +216,7 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
         if yosys:
             from amaranth.back import rtlil
 
-            from sw.resources import report
+            from sw.compiler.resources import report
 
             # the same design as RTLIL: Yosys reads it in seconds, the Verilog in minutes
             il = tmp / f"{TOP_MODULE}.il"
@@ -262,7 +264,7 @@ def run_vivado(out: Path, jobs: int, *, timeout_s: float = 6 * 3600, progress=sa
 
 def add_bitstream_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``bitstream`` subcommand on an argparse ``subparsers`` object."""
-    from sw.boards import BOARDS
+    from sw.compiler.boards import BOARDS
 
     b = subparsers.add_parser("bitstream", help="Verilog + Vivado Tcl + Yosys report for a "
                               "board; the bitstream itself where Vivado is on PATH",
@@ -283,7 +285,7 @@ def add_bitstream_parser(subparsers) -> argparse.ArgumentParser:
                    help="FIFO depths JSON (default: the build dir's fifo_depths.json if any)")
     b.add_argument("--out", default=None, help="output folder (default build/bitstream/<board>; replaced whole)")
     b.add_argument("--clock-mhz", type=float, default=None,
-                   help="fabric clock in MHz (default: the board's, sw/boards.py)")
+                   help="fabric clock in MHz (default: the board's, sw/compiler/boards.py)")
     b.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="Vivado launch_runs jobs")
     b.add_argument("--no-yosys", action="store_true", help="skip the Yosys resource estimate")
     b.add_argument("--yosys-timeout", type=float, default=3600, help="seconds Yosys may run")
@@ -296,14 +298,14 @@ def cmd_bitstream(args) -> int:
     """Run the bitstream subcommand; returns the process exit code (0 built, 2 bad input,
     3 prepared but no Vivado here, 4 Vivado failed)."""
     from hw.boards import BoardFlowError
-    from sw.boards import BoardError, get_board
-    from sw.resources import SynthesisError
+    from sw.compiler.boards import BoardError, get_board
+    from sw.compiler.resources import SynthesisError
 
     try:
         board = get_board(args.board)
         if args.jobs < 1:
             raise BitstreamError(f"--jobs must be >= 1, got {args.jobs}")
-        out = Path(args.out or REPO_ROOT / "build" / "bitstream" / board.name)
+        out = Path(args.out or BUILD_ROOT / "bitstream" / board.name)
         say("[1/3] model -> folded hardware graph")
         graph = load_graph(args.model, args.folding, args.build_dir, board=board,
                            fps=args.fps, clock_mhz=args.clock_mhz)
@@ -346,7 +348,7 @@ def cmd_bitstream(args) -> int:
 
 
 def main(argv=None) -> int:
-    """``python -m sw.bitstream --board B ...``: the subcommand without sw/cli.py."""
+    """``python -m sw.flows.bitstream --board B ...``: the subcommand without sw/flows/cli.py."""
     p = argparse.ArgumentParser(prog="deflow-bitstream")
     sub = p.add_subparsers(dest="cmd", required=True)
     add_bitstream_parser(sub)

@@ -1,11 +1,11 @@
 """Estimate report of one folded accelerator on one board: ``estimates.md``, ``estimates.json``
 and ``estimates.png``.
 
-Every number in the report is an estimate of :mod:`sw.estimate` (formulas and their sources
+Every number in the report is an estimate of :mod:`sw.compiler.estimate` (formulas and their sources
 are listed there and repeated in the Markdown): cycles are FINN's expected-cycles formulas
 (with the components' fill latency where ``hw/`` provides the cycle model), memories FINN's
 BRAM/LUTRAM/URAM estimation, LUTs/DSPs FINN-R's analytical cost model. Nothing here is
-measured; RTL simulation (:mod:`sw.rtlsim`) measures cycles and Yosys (:mod:`sw.resources`)
+measured; RTL simulation (:mod:`sim.rtlsim`) measures cycles and Yosys (:mod:`sw.compiler.resources`)
 counts mapped cells.
 
 Units: cycles per frame at the accelerator clock; fps = ``clock_mhz * 1e6 / II``; memories in
@@ -22,8 +22,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from sw.boards import Board
-from sw.estimate import LayerEstimate, totals
+from sw.compiler.boards import Board
+from sw.compiler.estimate import LayerEstimate, totals
 from hw.graph import HWGraph, write_text_atomic
 
 #: ops whose memory holds parameters (weights, requantisation constants); others buffer pixels
@@ -47,7 +47,7 @@ SOURCES = [
     "DSP: the RTL's multipliers: MVAU ceil(PE/2)*SIMD (two W4xA8 products per DSP48, Xilinx WP486 "
     "packing), VVAU one per lane, one per requantiser lane; address multiplies stay in LUTs",
     "external weights: FINN mem_mode 'external', MH*MW*W/8 bytes replayed per pixel",
-    "board capacities: sw/boards.py (AMD DS190 / DS891 datasheets)",
+    "board capacities: sw/compiler/boards.py (AMD DS190 / DS891 datasheets)",
 ]
 
 
@@ -67,7 +67,7 @@ def report_data(graph: HWGraph, estimates: list[LayerEstimate], board: Board, cl
 
     Args:
         graph: the folded graph the estimates belong to (one entry per layer, same order).
-        estimates: :func:`sw.estimate.estimate` of ``graph``.
+        estimates: :func:`sw.compiler.estimate.estimate` of ``graph``.
         board: the board whose capacities the totals are compared with.
         clock_mhz: accelerator clock in MHz (> 0).
         folding: the FINN folding config used (stored verbatim under ``"folding_config"``).
@@ -87,7 +87,7 @@ def report_data(graph: HWGraph, estimates: list[LayerEstimate], board: Board, cl
     names = [l.name for l in graph.layers]
     if names != [e.name for e in estimates]:
         raise ValueError("report: estimates do not belong to this graph (layer names differ); "
-                         "run sw.estimate.estimate on the same folded graph")
+                         "run sw.compiler.estimate.estimate on the same folded graph")
     t = totals(estimates, clock_mhz)
     bram36 = math.ceil(t["bram18"] / 2)
     used = {"luts": t["luts"], "dsps": t["dsps"], "bram36": bram36, "uram": t["uram"]}
@@ -111,7 +111,7 @@ def report_data(graph: HWGraph, estimates: list[LayerEstimate], board: Board, cl
             "source_node": l.source_node,
         })
     tot = dict(t)
-    # flip-flops: sw.estimate has no model for them (its per-layer 0 means "not estimated")
+    # flip-flops: sw.compiler.estimate has no model for them (its per-layer 0 means "not estimated")
     tot.update(ffs=None, bram36=bram36, gmac_per_s=t["macs"] * t["fps"] / 1e9,
                external_weight_layers=sum(1 for x in layers if x["mem_mode"] == "external"))
     return {

@@ -1,14 +1,14 @@
-"""Estimates of every detector config on every board: ``python -m sw.estimate_all``.
+"""Estimates of every detector config on every board: ``python -m sw.flows.estimate_all``.
 
 For each config (the slice network and every entry of ``models.detector.CONFIGS`` when that
 module is importable) this exports the Brevitas W4A8 model to QONNX (cached under
 ``OUT/onnx/``), lowers it, chooses the fastest folding that fits each board
-(:func:`sw.autofold.choose_folding`, no fps target) and writes the :mod:`sw.report` files to
+(:func:`sw.compiler.autofold.choose_folding`, no fps target) and writes the :mod:`sw.compiler.report` files to
 ``OUT/<config>/<board>/`` plus an index ``OUT/summary.md`` / ``OUT/summary.json`` (one row per
 config x board: fps at the board's clock, II, bottleneck, LUT/DSP/BRAM36/URAM percent,
 external-weight layers, DRAM GB/s; or why nothing fits).
 
-All figures are analytical estimates (see :mod:`sw.report`). The detector weights are seeded
+All figures are analytical estimates (see :mod:`sw.compiler.report`). The detector weights are seeded
 (``torch.manual_seed(0)``) and untrained, activation scales calibrated on 4 real images: the
 estimates depend on shapes and bit widths only, not on trained values.
 
@@ -17,6 +17,8 @@ a hash of the models/ sources it was built from; a changed source or exporter re
 """
 
 from __future__ import annotations
+
+from sw import BUILD_ROOT
 
 import argparse
 import hashlib
@@ -27,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BOARD_ORDER = ("pynq-z2", "ultra96v2", "zcu104", "kv260")
 MODEL_SOURCES = ("models/detector.py", "models/deform.py", "models/slice.py", "models/export.py")
 
@@ -108,12 +110,12 @@ def estimate_board(graph, board_name: str, out_dir: Path) -> dict:
     Returns:
         a summary row (``fits`` False with ``reason`` when no folding fits).
     """
-    from sw.autofold import choose_folding
-    from sw.boards import get_board
-    from sw.estimate import estimate
-    from sw.folding import apply_folding
-    from sw.lower import CompileError
-    from sw.report import write_report
+    from sw.compiler.autofold import choose_folding
+    from sw.compiler.boards import get_board
+    from sw.compiler.estimate import estimate
+    from sw.compiler.folding import apply_folding
+    from sw.compiler.lower import CompileError
+    from sw.compiler.report import write_report
 
     board = get_board(board_name)
     try:
@@ -149,7 +151,7 @@ def _pct(v) -> str:
 def format_summary(rows: list[dict]) -> str:
     """Markdown index of the summary rows."""
     out = ["# Estimates: every config x board (fastest fitting folding)", "",
-           "All figures are analytical estimates (sw/estimate.py formulas, FINN/FINN-R sources), "
+           "All figures are analytical estimates (sw/compiler/estimate.py formulas, FINN/FINN-R sources), "
            "at each board's default clock; untrained seeded weights (shapes decide the numbers).", "",
            "| config | board | fps @ MHz | II (cycles) | bottleneck | GMAC/frame | LUT % | DSP % | BRAM36 % "
            "| URAM % | ext. weight layers | DRAM GB/s |",
@@ -175,8 +177,8 @@ def write_summary(rows: list[dict], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sw.estimate_all", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(REPO_ROOT / "build" / "estimates"))
+    p = argparse.ArgumentParser(prog="python -m sw.flows.estimate_all", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(BUILD_ROOT / "estimates"))
     p.add_argument("--configs", nargs="+", default=None, help="configs (default: slice + all CONFIGS)")
     p.add_argument("--boards", nargs="+", default=list(BOARD_ORDER))
     p.add_argument("--torchscript", action="store_true", help="export with the TorchScript exporter "
@@ -187,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from sw.boards import get_board
-    from sw.lower import HW_REQUANT, CompileError, lower_qonnx
+    from sw.compiler.boards import get_board
+    from sw.compiler.lower import HW_REQUANT, CompileError, lower_qonnx
 
     known = available_configs()
     configs = args.configs or list(known)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sw.execute import run_graph
+from sw.compiler.execute import run_graph
 from hw.graph import HWGraph, TensorInfo
 
 
@@ -51,16 +51,16 @@ class RTLRun:
 
 
 def _to_axi_bytes(t: TensorInfo, values: np.ndarray) -> list[int]:
-    """Bytes of a tensor on AXI-Stream (:func:`sw.driver.pack_frames`, the driver's packing:
+    """Bytes of a tensor on AXI-Stream (:func:`sw.runtime.driver.pack_frames`, the driver's packing:
     each value little-endian in ``ceil(bits/8)`` bytes)."""
-    from sw.driver import StreamSpec, pack_frames
+    from sw.runtime.driver import StreamSpec, pack_frames
 
     v = np.asarray(values)
     return pack_frames(StreamSpec(tuple(v.shape), t.bits, t.signed), v).reshape(-1).tolist()
 
 
 def _from_axi_bytes(graph: HWGraph, data: list[int]) -> np.ndarray:
-    from sw.driver import StreamSpec, unpack_frames
+    from sw.runtime.driver import StreamSpec, unpack_frames
 
     t = graph.tensors[graph.output]
     return unpack_frames(StreamSpec(tuple(t.shape), t.bits, t.signed), data)[0]
@@ -71,7 +71,7 @@ def _run_limits(graph: HWGraph, n_frames: int, stall: float, backpressure: float
     """``(timeout, watchdog)`` cycles of a run, the same for both harnesses: the timeout is
     generous (stalls and back-pressure at most halve throughput each, plus pipeline fill), the
     watchdog defaults to a quarter of the bottleneck's II, at least 20,000."""
-    from sw.estimate import bottleneck, estimate
+    from sw.compiler.estimate import bottleneck, estimate
 
     ii = bottleneck(estimate(graph)).cycles
     timeout = int(4 * ii * (n_frames + 1) / max(1e-3, (1 - stall) * (1 - backpressure)))
@@ -95,7 +95,7 @@ def simulate(graph: HWGraph, frames: list[np.ndarray], *, stall: float = 0.0,
         progress: native harness only: called every 2**20 cycles with ``(cycles, frames
             done, output beats)``.
         expected: the golden model's output per frame when the caller has it already
-            (default: computed here with :func:`sw.execute.run_graph`).
+            (default: computed here with :func:`sw.compiler.execute.run_graph`).
         build_log: native harness only: called with a line before each build step
             (:func:`sim.native.build_native`; default: timestamped lines on stderr).
         on_built: native harness only: called without arguments once the executable is

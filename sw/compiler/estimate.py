@@ -8,7 +8,7 @@ Every model below is held by the layer's op class (:mod:`hw.ops`, one
 * Cycles: the hardware's own model, :meth:`hw.ops.base.HWOp.expected_cycles` (FINN's formulas
   plus fill latency, e.g. MVAU ``(MH/PE)*(MW/SIMD)*pixels``); an error in it is raised, never
   replaced by another formula. :func:`analytic_cycles` (FINN's formulas without fill
-  latency) drives the folding search (:mod:`sw.autofold`), where building components would
+  latency) drives the folding search (:mod:`sw.compiler.autofold`), where building components would
   be too slow.
 * II of the pipeline: the largest per-layer cycle count (the bottleneck), FINN's
   definition; projected fps = clock / II.
@@ -17,7 +17,7 @@ Every model below is held by the layer's op class (:mod:`hw.ops`, one
   width/depth aspect ratios 16Kx1, 8Kx2, 4Kx4, 2Kx9, 1Kx18, 512x36; a memory of depth <= 128
   goes to LUTRAM at ``width * ceil(depth/64)`` LUTs (FINN's distributed-RAM term) under
   ``ram_style`` auto; ``block`` / ``distributed`` / ``ultra`` (URAM, 4K x 72) force a style,
-  per layer, as :mod:`sw.autofold` chooses (FINN's ``ram_style`` values). External weights (FINN's ``mem_mode
+  per layer, as :mod:`sw.compiler.autofold` chooses (FINN's ``ram_style`` values). External weights (FINN's ``mem_mode
   external``) use no on-chip memory but DRAM bandwidth: the weight stream is replayed for
   every input vector, ``MH*MW*W/8 * pixels`` bytes per frame.
 * Products: ``W``-bit weight x ``A``-bit activation. In LUTs at FINN's (FINN-R, Blott et al.
@@ -132,7 +132,7 @@ def estimate(graph: HWGraph, mult_styles: dict | None = None, mem_styles: dict |
     Args:
         mult_styles / mem_styles: per-layer ``lut``/``dsp`` and ``auto``/``bram``/``lutram``/``uram``
             choices (default: each layer's ``resType`` / ``ram_style`` from its folding, as
-            :func:`sw.autofold.choose_folding` sets them; else LUT products, auto memory).
+            :func:`sw.compiler.autofold.choose_folding` sets them; else LUT products, auto memory).
     """
     out = []
     for l in graph.layers:

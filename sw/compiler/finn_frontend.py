@@ -41,7 +41,7 @@ from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
-from sw.lower import CompileError
+from sw.compiler.lower import CompileError
 
 __all__ = ["FinnLowering", "finn_lower", "finn_partition", "HW_DOMAIN", "host_input_scale",
            "is_hw_node", "hw_op_type"]
@@ -199,7 +199,7 @@ def _streamline(model: ModelWrapper) -> ModelWrapper:
 
     from finn.transformation.fpgadataflow.convert_to_hw.split import InferSplitLayer
 
-    from sw.finn_transforms import (ExplicitSplitSizes, LowerDeformableConv,
+    from sw.compiler.finn_transforms import (ExplicitSplitSizes, LowerDeformableConv,
                                     MakeMaxPoolNHWCUnforked, MergeForkedTransposes,
                                     MoveScalarMulPastDataMovers, RescaleConcatInputs)
 
@@ -336,7 +336,7 @@ def finn_lower(model: ModelWrapper | str | Path, input_scale: float | str = "aut
     from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
     from qonnx.util.cleanup import cleanup_model
 
-    from sw.finn_transforms import ExplicitConvAttributes, LowerChannelShuffle
+    from sw.compiler.finn_transforms import ExplicitConvAttributes, LowerChannelShuffle
 
     model = _load(model)
     for vi in model.graph.input:
