@@ -868,7 +868,7 @@ def _simulate(con: Console, graph, depths: dict, images, golden, clock: float) -
     key = design_key(graph, depths)
     built = []
     with con.step("Verilator build", expect="native C++ testbench; the first build of a "
-                  "design takes 10-30 min on 2 cores, cached afterwards") as state:
+                  "design takes 3-10 min on 2 cores, cached afterwards") as state:
         state.note("looking for a cached build")
 
         def build_log(line: str) -> None:
@@ -877,7 +877,7 @@ def _simulate(con: Console, graph, depths: dict, images, golden, clock: float) -
             else:  # the verilator and c++ steps run only when no build of this Verilog exists
                 built.append(line)
                 state.note(line.replace("native build: ", "building: ").split(" (")[0]
-                           + " (the first time: 10-30 min on 2 cores)")
+                           + " (the first time: 3-10 min on 2 cores)")
 
         t0 = time.time()
         with con.quiet():
