@@ -38,8 +38,12 @@ by its class in :mod:`hw.ops` (:data:`hw.ops.OPS`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 import os
+import tempfile
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,6 +190,28 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_dir(out: Path):
+    """Write a whole output folder at once: yields a temporary sibling folder; when the block
+    ends without error it replaces ``out`` (the previous ``out`` is renamed aside first and
+    removed after), on any error it is removed and ``out`` keeps what it held."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".partial.", dir=out.parent))
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = out.with_name(f"{out.name}.old.{os.getpid()}")
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 # -- FIFO depths (fifo_depths.json of a compiled folder) --------------------------------------

@@ -84,7 +84,7 @@ class Upsample(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        H, W, F, f = self.height, self.width, self.folds, self.factor
+        W, F, f = self.width, self.folds, self.factor
         RW = self.row_words
         m.submodules.mem = mem = Memory(shape=unsigned(self.word_bits),
                                         depth=self.buffer_words, init=[],

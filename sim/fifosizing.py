@@ -22,13 +22,12 @@ simulation); this module is their ``--fifo-sizing simulation`` and the analysis'
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from hw.top import default_fifo_depths
-from hw.graph import HWGraph, write_text_atomic
+from hw.graph import HWGraph
 
 MAX_SIZING_DEPTH = 1 << 15
 SLACK = 2  # entries above the measured peak: the FIFO's own read-register and one in flight

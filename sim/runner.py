@@ -142,7 +142,6 @@ def run_cocotb(
     auto_waves = waves is None  # only then does a failure trigger a re-run with waves
     if waves is None:
         waves = os.environ.get("DEFLOW_WAVES", "0") == "1"
-    src_dir = build_root / "src"
     verilog_text = amaranth_verilog.convert(component, name=toplevel, emit_src=False)
     if simulator == "icarus":
         verilog_text = icarus_time0_fix(verilog_text)

@@ -184,7 +184,7 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
     from hw.control import AcceleratorSystem
     from sw.compiler.boards import get_board
     from sw.runtime.driver import SPEC_FILE, AcceleratorSpec
-    from hw.graph import write_text_atomic
+    from hw.graph import atomic_dir, write_text_atomic
 
     board = get_board(board_name)
     system = AcceleratorSystem(graph, fifo_depths)
@@ -196,10 +196,7 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
     tcl = vivado_tcl(board, ports, jobs=jobs, clock_mhz=mhz)
 
     out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         progress(f"      Verilog of {TOP_MODULE} ({system.in_width}-bit in, "
                  f"{system.out_width}-bit out, AXI4-Lite control)")
         vpath = tmp / f"{TOP_MODULE}.v"
@@ -223,12 +220,6 @@ def prepare(board_name: str, graph, out: Path, *, jobs: int = 4, yosys: bool = T
             write_text_atomic(il, rtlil.convert(system, name=TOP_MODULE, emit_src=False))
             resources = report(il, TOP_MODULE, board.name, tmp, timeout_s=yosys_timeout_s,
                                progress=progress)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"out": out, "tcl": out / "build.tcl", "verilog": out / f"{TOP_MODULE}.v",
             "resources": resources, "spec": spec}
 

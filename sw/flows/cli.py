@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +61,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     from sw.compiler.boards import get_board
     from sw.compiler.estimate import estimate
     from sw.compiler.folding import apply_folding, load_folding
-    from hw.graph import write_text_atomic
+    from hw.graph import atomic_dir, write_text_atomic
     from sw.compiler.frontend import finn_folding_to_deflow, lower_model
     from sw.compiler.lower import CompileError
     from sw.compiler.report import write_report
@@ -113,9 +109,7 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
     est = estimate(graph)
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         graph.save(tmp / "hw_graph.json")
         for name, data in front.files.items():
             (tmp / name).write_bytes(data)
@@ -136,16 +130,6 @@ def compile_model(onnx_path: Path, folding_path: Path | None, out_dir: Path, *,
             save_depths(top.fifo_depths, tmp / "fifo_depths.json")
             write_text_atomic(tmp / "fifo_sizing.json", json.dumps(sizing, indent=1))
             vpath = out_dir / "deflow_top.v"
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f"{out_dir.name}.old.{os.getpid()}")
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"graph": graph, "estimates": est, "report": report, "folding": cfg, "lowered": front,
             "brevitas_distance": distance,
             "verilog": vpath, "fifo_depths": depths, "fifo_sizing": sizing, "out_dir": out_dir}

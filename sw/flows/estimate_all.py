@@ -23,9 +23,7 @@ from sw import BUILD_ROOT
 import argparse
 import hashlib
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -110,6 +108,7 @@ def estimate_board(graph, board_name: str, out_dir: Path) -> dict:
     Returns:
         a summary row (``fits`` False with ``reason`` when no folding fits).
     """
+    from hw.graph import atomic_dir
     from sw.compiler.autofold import choose_folding
     from sw.compiler.boards import get_board
     from sw.compiler.estimate import estimate
@@ -124,17 +123,9 @@ def estimate_board(graph, board_name: str, out_dir: Path) -> dict:
         return {"board": board.name, "fits": False, "reason": str(exc)}
     g = apply_folding(graph, cfg)
     est = estimate(g)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         rep = write_report(g, est, board, board.fabric_mhz, tmp, folding=cfg)
         (tmp / "folding.json").write_text(json.dumps(cfg, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     t, pct = rep["totals"], rep["utilisation_percent"]
     return {"board": board.name, "fits": rep["fits"], "clock_mhz": board.fabric_mhz,
             "fps": t["fps"], "ii_cycles": t["ii_cycles"], "bottleneck": t["bottleneck"],
