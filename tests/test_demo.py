@@ -34,8 +34,8 @@ CAT, DOG, PERSON = (VOC_CLASSES.index(c) for c in ("cat", "dog", "person"))
     (["--clock-mhz", "0"], "--clock-mhz must be positive"),
     (["--board", "nosuch"], "--board: unknown board 'nosuch'"),
     (["--checkpoint", "missing.pt"], "--checkpoint missing.pt not found"),
-    (["--voc", "/no/such/voc"], "--voc /no/such/voc is not a folder"),
-    (["--voc", "/tmp", "--photos"], "--voc and --photos exclude each other"),
+    (["--voc-root", "/no/such/voc"], "--voc-root /no/such/voc is not a folder"),
+    (["--voc-root", "/tmp", "--photos"], "--voc-root and --photos exclude each other"),
 ])
 def test_bad_arguments_are_refused_in_one_line_before_any_work(extra, msg, monkeypatch, capsys,
                                                                tmp_path):

@@ -145,10 +145,10 @@ def check_args(args) -> None:
                             "the board (PYNQ image), or use --backend sim on this machine")
     elif args.bitfile:
         raise DemoError("--bitfile is for --backend pynq; the sim backend builds its own RTL")
-    if args.voc is not None and args.photos:
-        raise DemoError("--voc and --photos exclude each other")
-    if args.voc is not None and not Path(args.voc).is_dir():
-        raise DemoError(f"--voc {args.voc} is not a folder")
+    if args.voc_root is not None and args.photos:
+        raise DemoError("--voc-root and --photos exclude each other")
+    if args.voc_root is not None and not Path(args.voc_root).is_dir():
+        raise DemoError(f"--voc-root {args.voc_root} is not a folder")
     if args.backend == "sim":
         from sim.runner import SimulatorUnavailable, verilator_bin_dir
 
@@ -969,7 +969,7 @@ def _run(con: Console, args, out: Path, t_start: float) -> int:
 
     with con.step("images", expect=f"{args.frames} letterboxed to {size}x{size}") as _:
         with con.quiet():
-            images, source = load_images(args.frames, size, args.voc, photos=args.photos)
+            images, source = load_images(args.frames, size, args.voc_root, photos=args.photos)
     con.line(f"from {source}: {', '.join(i.name for i in images)}")
 
     graph, est, folding = _compile(con, cache, onnx_path, board, clock, args.fps, out)
@@ -1252,7 +1252,7 @@ def add_demo_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--checkpoint", default=None,
                    help="Brevitas W4A8 detector checkpoint (models/train.py; default: the "
                    f"shipped {DEFAULT_CHECKPOINT.relative_to(REPO_ROOT)})")
-    d.add_argument("--voc", default=None, help="VOC folder (default: $DEFLOW_VOC_ROOT or "
+    d.add_argument("--voc-root", default=None, help="VOC folder (default: $DEFLOW_VOC_ROOT or "
                    "../shared/data/voc2012-subset; photographs bundled with scikit-image and "
                    "matplotlib without one)")
     d.add_argument("--photos", action="store_true",
