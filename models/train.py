@@ -326,6 +326,9 @@ def parse_args(argv=None, prog: str = "python -m models.train"):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="use only the first N train images")
     p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--mosaic", type=float, default=0.0,
+                   help="probability that a training sample is a 2x2 mosaic of four augmented "
+                   "images at half size (0: off)")
     return p.parse_args(argv)
 
 
@@ -352,7 +355,8 @@ def main(argv=None, prog: str = "python -m models.train") -> int:
     cfg = CONFIGS[args.config]
     try:
         ds = VOCDetection(args.voc_root, "train", cfg.input_size, train=True,
-                          skip_bad=args.skip_bad, limit=args.limit, progress=rank == 0)
+                          skip_bad=args.skip_bad, limit=args.limit, progress=rank == 0,
+                          mosaic=args.mosaic)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

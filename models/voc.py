@@ -109,6 +109,9 @@ class VOCDetection(Dataset):
         input_size: S of the square network input.
         train: CenterNet augmentation (random flip, scale 0.6..1.4 and translation, colour
             jitter); otherwise a deterministic letterbox. Default: ``split == "train"``.
+        mosaic: with ``train``, the probability that a sample is a mosaic of four augmented
+            images, each at half the input size in one quadrant (YOLOv4's mosaic, Bochkovskiy
+            et al. 2020): four times the objects per sample, at smaller sizes.
         num_classes: heatmap classes (20).
         skip_bad: skip images whose JPEG or XML is missing/corrupt (counted in ``self.skipped``,
             names in ``self.bad``) instead of raising DataError.
@@ -123,7 +126,11 @@ class VOCDetection(Dataset):
 
     def __init__(self, root=None, split: str = "train", input_size: int = 128, train=None,
                  num_classes: int = 20, skip_bad: bool = False, cache_side: int | None = None,
-                 max_objects: int = 64, progress: bool = True, limit: int | None = None):
+                 max_objects: int = 64, progress: bool = True, limit: int | None = None,
+                 mosaic: float = 0.0):
+        if not 0.0 <= mosaic <= 1.0:
+            raise ValueError(f"mosaic is a probability in [0, 1], got {mosaic}")
+        self.mosaic = float(mosaic)
         r = find_voc_root(root)
         if r is None:
             raise DataError("no VOC folder found: pass one, or set $DEFLOW_VOC_ROOT")
@@ -160,26 +167,28 @@ class VOCDetection(Dataset):
     def __len__(self):
         return len(self.images)
 
-    def transform_params(self, idx: int, rng: np.random.Generator | None):
-        """(scale, (ox, oy), flip) mapping cached-image pixels to input pixels."""
+    def transform_params(self, idx: int, rng: np.random.Generator | None, size: int | None = None):
+        """(scale, (ox, oy), flip) mapping cached-image pixels to input pixels of a ``size``
+        square (default the input size)."""
+        S = size or self.input_size
         h, w = self.images[idx].shape[:2]
-        s, (ox, oy) = letterbox_params(w, h, self.input_size)
+        s, (ox, oy) = letterbox_params(w, h, S)
         if rng is None or not self.train:
             return s, (ox, oy), False
         s *= rng.uniform(0.6, 1.4)
-        S = self.input_size
         # random placement: the image centre stays inside the central part of the canvas
         cx = rng.uniform(0.25, 0.75) * S
         cy = rng.uniform(0.25, 0.75) * S
         return s, (cx - w * s / 2.0, cy - h * s / 2.0), bool(rng.random() < 0.5)
 
-    def render(self, idx: int, rng: np.random.Generator | None = None):
-        """The input image uint8 ``[S, S, 3]`` and its boxes/labels/difficult in input pixels."""
+    def render(self, idx: int, rng: np.random.Generator | None = None, size: int | None = None):
+        """The input image uint8 ``[S, S, 3]`` (``S = size or input_size``) and its
+        boxes/labels/difficult in its pixels."""
         from PIL import Image
 
         img, ann = self.images[idx], self.annos[idx]
-        s, (ox, oy), flip = self.transform_params(idx, rng)
-        S = self.input_size
+        S = size or self.input_size
+        s, (ox, oy), flip = self.transform_params(idx, rng, S)
         # Pillow's affine maps output -> input pixels: x_in = (x_out - ox) / s
         out = Image.fromarray(img).transform(
             (S, S), Image.AFFINE, (1.0 / s, 0.0, -ox / s, 0.0, 1.0 / s, -oy / s),
@@ -195,12 +204,31 @@ class VOCDetection(Dataset):
             arr = color_jitter(arr, rng)
         return np.ascontiguousarray(arr), boxes[keep], ann.labels[keep], ann.difficult[keep]
 
+    def render_mosaic(self, idx: int, rng: np.random.Generator):
+        """Image ``idx`` and three others drawn by ``rng``, each augmented and rendered at
+        ``S // 2`` pixels into one quadrant of an ``[S, S, 3]`` uint8 canvas; their
+        boxes/labels/difficult concatenated in canvas pixels (what :meth:`render` returns)."""
+        S = self.input_size
+        h = S // 2
+        canvas = np.zeros((S, S, 3), np.uint8)
+        parts = []
+        picks = [idx] + [int(i) for i in rng.integers(0, len(self.images), 3)]
+        for i, (qx, qy) in zip(picks, ((0, 0), (h, 0), (0, h), (h, h))):
+            arr, boxes, labels, diff = self.render(i, rng, size=h)
+            canvas[qy:qy + h, qx:qx + h] = arr
+            parts.append((boxes + np.array([qx, qy, qx, qy], np.float32), labels, diff))
+        return (canvas, np.concatenate([p[0] for p in parts]).astype(np.float32),
+                np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
+
     def __getitem__(self, idx):
         rng = None
         if self.train:
             # fresh randomness per call; seeded through torch (DataLoader seeds workers)
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-        arr, boxes, labels, diff = self.render(idx, rng)
+        if rng is not None and self.mosaic and rng.random() < self.mosaic:
+            arr, boxes, labels, diff = self.render_mosaic(idx, rng)
+        else:
+            arr, boxes, labels, diff = self.render(idx, rng)
         train_boxes, train_labels = boxes[~diff], labels[~diff]
         tgt = {k: torch.from_numpy(v) for k, v in encode_targets(
             train_boxes, train_labels, self.input_size, self.num_classes,

@@ -113,6 +113,26 @@ def test_train_augmentation_varies_and_keeps_boxes_inside(voc):
         assert ((boxes[:, 2] - boxes[:, 0]) >= 1).all()
 
 
+def test_mosaic_puts_four_half_size_images_in_the_quadrants(voc):
+    ds = VOCDetection(voc, "train", 32, skip_bad=True, progress=False, mosaic=1.0)
+    # each quadrant is exactly what render() draws at 16x16 with the same random draws
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    arr, boxes, labels, diff = ds.render_mosaic(0, rng_a)
+    picks = [0] + [int(i) for i in rng_b.integers(0, len(ds), 3)]
+    n = 0
+    for i, (qx, qy) in zip(picks, ((0, 0), (16, 0), (0, 16), (16, 16))):
+        q, qb, ql, qd = ds.render(i, rng_b, size=16)
+        np.testing.assert_array_equal(arr[qy:qy + 16, qx:qx + 16], q)
+        np.testing.assert_array_equal(boxes[n:n + len(qb)], qb + np.array([qx, qy, qx, qy], np.float32))
+        np.testing.assert_array_equal(labels[n:n + len(qb)], ql)
+        n += len(qb)
+    assert arr.shape == (32, 32, 3) and n == len(boxes) == len(labels) == len(diff)
+    x, tgt = ds[0]  # mosaic=1.0: every training sample is a mosaic
+    assert x.shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="mosaic is a probability"):
+        VOCDetection(voc, "train", 32, skip_bad=True, progress=False, mosaic=1.5)
+
+
 def test_color_jitter_is_seeded():
     img = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     a = color_jitter(img, np.random.default_rng(5))
