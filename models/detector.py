@@ -108,6 +108,9 @@ CONFIGS: dict[str, DetectorConfig] = {
     "codenet512-0.5x": DetectorConfig(512, 2, 24, _W05, _REP, (128, 64, 64)),
     # trains on a 2-core CPU in about an hour; cheap whole-frame RTL simulation
     "small": DetectorConfig(128, 4, 24, _W05, (2, 4, 2), (64, 64, 48)),
+    # the small topology at 256x256 (4x the MACs): every weight of a small checkpoint fits it,
+    # so it fine-tunes from one (``train --init``) instead of training from scratch
+    "small256": DetectorConfig(256, 4, 24, _W05, (2, 4, 2), (64, 64, 48)),
 }
 
 

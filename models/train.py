@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from models.centernet import focal_loss, reg_l1_loss
-from models.detector import (CONFIGS, DECODER_FORMS, HEAD_FORMS, CheckpointError, build_detector,
+from models.detector import (CONFIGS, DECODER_FORMS, HEAD_FORMS, NUM_CLASSES, CheckpointError,
+                             build_detector,
                              count_macs, load_checkpoint, read_checkpoint, save_checkpoint,
                              split_heads)
 
@@ -246,7 +247,9 @@ def run_phase(model, loader, sampler, epochs, lr, device, log, phase, out_dir, a
 
 
 def init_matching(model, path) -> tuple[list, list]:
-    """Load into ``model`` every tensor of checkpoint ``path`` whose name and shape match.
+    """Load into ``model`` every tensor of checkpoint ``path`` whose name and shape match. From
+    a config with another input size (``small`` into ``small256``), the box-size rows of the
+    head (channels 20, 21, in output pixels) are scaled by the input-size ratio.
 
     Returns:
         ``(loaded names, names of ``model`` left as initialised)``.
@@ -259,6 +262,15 @@ def init_matching(model, path) -> tuple[list, list]:
     take = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     if not take:
         raise CheckpointError(f"--init {path}: no tensor matches the {model.config_name} model")
+    src = CONFIGS.get(read_checkpoint(path).get("config"))
+    if src is not None and src.input_size != model.cfg.input_size and "head.weight" in take:
+        # box sizes are regressed in output pixels (linear head channels 20, 21): a larger
+        # input makes every object proportionally larger, so scale those rows to match
+        ratio = model.cfg.input_size / src.input_size
+        for name in ("head.weight", "head.bias"):
+            if name in take:
+                take[name] = take[name].clone()
+                take[name][NUM_CLASSES:NUM_CLASSES + 2] *= ratio
     model.load_state_dict(take, strict=False)
     return sorted(take), sorted(k for k in own if k not in take)
 

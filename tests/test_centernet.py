@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.centernet import (GT_COLOUR, VOC6, VOC_CLASSES, decode, decode_batch, draw_detections,
+from models.centernet import (GT_COLOUR, VOC6, VOC_CLASSES, box_nms, decode, decode_batch, draw_detections,
                               draw_gaussian, encode_targets, evaluate_ap50, focal_loss,
                               gaussian_radius, reg_l1_loss, results_table_md)
 
@@ -61,10 +61,10 @@ def test_decode_batch_and_errors():
     heat, wh, reg = planted_maps()
     batch = decode_batch(np.stack([heat, heat[[2, 0, 1]]]), np.stack([wh, wh]),
                          np.stack([reg, reg]), k=2)
-    assert batch.shape == (2, 2, 6)
+    assert len(batch) == 2 and batch[0].shape == batch[1].shape == (2, 6)
     np.testing.assert_allclose(batch[0], decode(heat, wh, reg, k=2))
-    assert batch[1, :, 5].tolist() == [2.0, 0.0]  # classes permuted with the channels
-    assert decode(heat, wh, reg, k=10_000).shape == (3 * 16 * 16, 6)
+    assert batch[1][:, 5].tolist() == [2.0, 0.0]  # classes permuted with the channels
+    assert decode(heat, wh, reg, k=10_000, nms_iou=None).shape == (3 * 16 * 16, 6)
     with pytest.raises(ValueError, match="heat"):
         decode(heat[0], wh, reg)
     with pytest.raises(ValueError, match="wh, reg"):
@@ -322,11 +322,60 @@ def test_board_demo_decode_matches_centernet_decode():
     q = rng.integers(-8, 3, size=(16, 16, 24)).astype(np.int8)  # int8 heat: many ties
     q[..., 20:22] = rng.integers(1, 6, size=(16, 16, 2))
     n = 16 * 16 * 20  # all peaks: the order of equal scores differs (HWC vs CHW scan)
-    board = board_demo.decode(q, 0.5, stride=4, k=n)
+    board = board_demo.decode(q, 0.5, stride=4, k=n, nms_iou=None)
     x = q.astype(np.float32).transpose(2, 0, 1) * 0.5
-    ref = decode(x[:20], x[20:22], x[22:], stride=4, k=n)
+    ref = decode(x[:20], x[20:22], x[22:], stride=4, k=n, nms_iou=None)
 
     def peaks(d):
         return sorted(map(tuple, np.rint(1000 * d[d[:, 4] > 0].astype(np.float64)).astype(int)))
 
     assert len(peaks(ref)) < 16 * 16 * 20 // 4 and peaks(board) == peaks(ref)
+
+
+def test_box_nms_drops_same_class_overlaps_only():
+    det = np.array([[0, 0, 10, 10, 0.9, 1],
+                    [1, 0, 11, 10, 0.8, 1],     # IoU 0.82 with row 0, same class: dropped
+                    [1, 0, 11, 10, 0.7, 2],     # same box, other class: kept
+                    [5, 0, 15, 10, 0.6, 1],     # IoU 0.33 with row 0: kept
+                    [0, 0, 10, 10, 0.95, 3]], np.float32)
+    kept = box_nms(det, 0.5)
+    assert kept[:, 4].tolist() == pytest.approx([0.95, 0.9, 0.7, 0.6])
+    assert box_nms(det, 0.9).shape == (5, 6)     # 0.82 is under 0.9
+    assert box_nms(det[:0], 0.5).shape == (0, 6)
+
+
+def test_decode_merges_two_peaks_of_one_object():
+    # one object raising two peaks two output pixels apart (a 64x64 output's spread heat)
+    heat = np.full((2, 16, 16), -9.0, np.float32)
+    heat[1, 8, 6], heat[1, 8, 8] = 2.0, 1.5
+    wh = np.full((2, 16, 16), 10.0, np.float32)
+    reg = np.zeros((2, 16, 16), np.float32)
+    both = decode(heat, wh, reg, k=2, nms_iou=None)
+    assert both[:, 5].tolist() == [1.0, 1.0]
+    one = decode(heat, wh, reg, k=2)
+    assert one.shape == (1, 6) and one[0, 4] == pytest.approx(sigmoid(2.0))
+
+
+def test_board_demo_nms_matches_centernet_nms():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    sys.path.insert(0, str(root / "sw" / "runtime"))
+    try:
+        spec = importlib.util.spec_from_file_location("deflow_demo_nms",
+                                                      root / "hw/boards/deploy/deflow_demo.py")
+        board_demo = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(board_demo)
+    finally:
+        sys.path.remove(str(root / "sw" / "runtime"))
+        sys.modules.pop("driver", None)
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 20, size=(200, 2))
+    det = np.concatenate([xy, xy + rng.uniform(5, 30, size=(200, 2)),
+                          rng.permutation(200)[:, None] / 200.0,
+                          rng.integers(0, 3, size=(200, 1))], 1).astype(np.float32)
+    ref = box_nms(det, 0.5)
+    assert 10 < len(ref) < 150
+    np.testing.assert_array_equal(board_demo.box_nms(det, 0.5), ref)

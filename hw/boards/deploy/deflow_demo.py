@@ -35,10 +35,30 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def decode(out: np.ndarray, scale, stride: int, k: int = 20) -> np.ndarray:
+def box_nms(det: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """Greedy class-wise NMS of rows ``(x1, y1, x2, y2, score, class)`` (port of
+    models/centernet.box_nms): kept rows by decreasing score."""
+    det = det[np.argsort(-det[:, 4], kind="stable")]
+    area = np.clip(det[:, 2] - det[:, 0], 0, None) * np.clip(det[:, 3] - det[:, 1], 0, None)
+    alive = np.ones(len(det), bool)
+    for i in range(len(det)):
+        if not alive[i]:
+            continue
+        rest = alive.copy()
+        rest[:i + 1] = False
+        rest &= det[:, 5] == det[i, 5]
+        iw = np.clip(np.minimum(det[i, 2], det[rest, 2]) - np.maximum(det[i, 0], det[rest, 0]), 0, None)
+        ih = np.clip(np.minimum(det[i, 3], det[rest, 3]) - np.maximum(det[i, 1], det[rest, 1]), 0, None)
+        over = iw * ih / np.maximum(area[i] + area[rest] - iw * ih, 1e-9) > iou
+        alive[np.flatnonzero(rest)[over]] = False
+    return det[alive]
+
+
+def decode(out: np.ndarray, scale, stride: int, k: int = 20, nms_iou: float | None = 0.5
+           ) -> np.ndarray:
     """CenterNet decoding (numpy port of models/centernet.decode: sigmoid heat, 3x3 local
-    maxima with ties broken as in local_peaks, top k) of one output ``[Ho, Wo, C]`` -> rows
-    ``(x1, y1, x2, y2, score, class)`` in input pixels."""
+    maxima with ties broken as in local_peaks, top k, class-wise box NMS at ``nms_iou``) of one
+    output ``[Ho, Wo, C]`` -> rows ``(x1, y1, x2, y2, score, class)`` in input pixels."""
     x = out.astype(np.float32) * np.asarray(scale if scale is not None else 1.0, np.float32)
     ho, wo, c = x.shape
     ncls = c - 4
@@ -62,7 +82,8 @@ def decode(out: np.ndarray, scale, stride: int, k: int = 20) -> np.ndarray:
     w, h = x[ys, xs, ncls], x[ys, xs, ncls + 1]
     cx, cy = xs + x[ys, xs, ncls + 2], ys + x[ys, xs, ncls + 3]
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) * stride
-    return np.concatenate([boxes, flat[idx, None], cls[:, None].astype(np.float32)], 1)
+    det = np.concatenate([boxes, flat[idx, None], cls[:, None].astype(np.float32)], 1)
+    return box_nms(det.astype(np.float32), nms_iou) if nms_iou is not None else det
 
 
 def load_images(folder: Path, size: tuple[int, int], limit: int):
