@@ -434,6 +434,65 @@ class _VOCIoUEval(COCOeval):
         return mask_utils.iou([d["bbox"] for d in dt], [g["bbox"] for g in gt], [0] * len(gt))
 
 
+#: object-size bins of :func:`recall_by_size`: square root of the box area, in pixels of a
+#: 128x128 letterboxed input (so that models of different input sizes compare per object)
+SIZE_BINS = (0, 8, 16, 32, 64)
+
+
+def recall_by_size(detections: dict, ground_truth: dict, input_size: int,
+                   classes=None, iou: float = 0.5) -> list[dict]:
+    """Recall of the detections per object size: the share of non-difficult ground-truth
+    boxes that some detection of the same class overlaps by IoU >= ``iou`` (at any score, so
+    it is recall over the decoder's top ``k``).
+
+    Args:
+        detections: ``image_id -> [k, 6]`` rows ``(x1, y1, x2, y2, score, class)``, input pixels.
+        ground_truth: ``image_id -> (boxes [M, 4], labels [M], difficult [M])``, input pixels.
+        input_size: the network's input side S in pixels; sizes are scaled by ``128 / S``.
+        classes: class ids counted (default :data:`VOC6`'s).
+
+    Returns:
+        one dict per bin of :data:`SIZE_BINS`: ``{"from_px", "to_px" (None: open), "objects",
+        "found", "recall"}`` (recall 0..1, NaN for an empty bin).
+    """
+    if classes is None:
+        classes = [VOC_CLASSES.index(c) for c in VOC6]
+    classes = set(int(c) for c in classes)
+    found = np.zeros(len(SIZE_BINS), int)
+    total = np.zeros(len(SIZE_BINS), int)
+    for key, (boxes, labels, difficult) in ground_truth.items():
+        det = np.asarray(detections.get(key, np.zeros((0, 6))), np.float32).reshape(-1, 6)
+        for box, label, diff in zip(np.asarray(boxes), np.asarray(labels), np.asarray(difficult)):
+            if diff or int(label) not in classes:
+                continue
+            side = math.sqrt(max(0.0, (box[2] - box[0]) * (box[3] - box[1]))) * 128.0 / input_size
+            b = int(np.searchsorted(SIZE_BINS, side, side="right")) - 1
+            total[b] += 1
+            same = det[det[:, 5] == label]
+            if len(same):
+                iw = np.clip(np.minimum(box[2], same[:, 2]) - np.maximum(box[0], same[:, 0]), 0, None)
+                ih = np.clip(np.minimum(box[3], same[:, 3]) - np.maximum(box[1], same[:, 1]), 0, None)
+                inter = iw * ih
+                union = ((box[2] - box[0]) * (box[3] - box[1])
+                         + (same[:, 2] - same[:, 0]) * (same[:, 3] - same[:, 1]) - inter)
+                found[b] += bool((inter / np.maximum(union, 1e-9) >= iou).any())
+    edges = list(SIZE_BINS) + [None]
+    return [{"from_px": edges[i], "to_px": edges[i + 1], "objects": int(total[i]),
+             "found": int(found[i]),
+             "recall": float(found[i] / total[i]) if total[i] else float("nan")}
+            for i in range(len(SIZE_BINS))]
+
+
+def recall_table_md(rows: list[dict]) -> str:
+    """Markdown table of :func:`recall_by_size` rows."""
+    head = " | ".join(f"{r['from_px']}-{r['to_px']}" if r["to_px"] else f">= {r['from_px']}"
+                      for r in rows)
+    lines = [f"| box size (px at 128x128) | {head} |", "|---" + "|---:" * len(rows) + "|",
+             "| objects | " + " | ".join(str(r["objects"]) for r in rows) + " |",
+             "| recall (%) | " + " | ".join(f"{100 * r['recall']:.1f}" for r in rows) + " |"]
+    return "\n".join(lines)
+
+
 def results_table_md(results: dict) -> str:
     """Markdown table of :func:`evaluate_ap50` results: one row per present class (AP50 in
     percent, VOC6 classes marked), then VOC6 mAP50 and the mean over present classes."""

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from models.centernet import (VOC6, decode_batch, draw_detections, evaluate_ap50,
-                              results_table_md)
+from models.centernet import (decode_batch, draw_detections, evaluate_ap50,
+                              recall_by_size, recall_table_md, results_table_md)
 from models.detector import CheckpointError, load_checkpoint, split_heads
 
 # Below this many images the figure is not a measurement: VOC val has ~145 images per VOC6
@@ -76,7 +76,11 @@ def _md(title: str, res: dict) -> bytes:
         golden = ("\n## Golden integer model (the hardware's bits)\n\n"
                   + results_table_md(dict(res["golden"], num_images=res.get("num_images")))
                   + "\n")
-    return f"# {title}\n\n{warn}{results_table_md(res)}\n{golden}{skipped}".encode()
+    sizes = ""
+    if res.get("recall_by_size"):
+        sizes = ("\n## Recall by object size (VOC6, IoU 0.5, top-100 detections)\n\n"
+                 + recall_table_md(res["recall_by_size"]) + "\n")
+    return f"# {title}\n\n{warn}{results_table_md(res)}\n{sizes}{golden}{skipped}".encode()
 
 @torch.no_grad()
 def run_detection(model, dataset, batch_size: int = 32, k: int = 100, progress: bool = True):
@@ -225,6 +229,7 @@ def evaluate_checkpoint(ckpt, split: str = "val", out=None, voc_root=None, limit
     bad = report_bad_input(ds, split)
     dets, gts = run_detection(model, ds, batch_size, progress=progress)
     res = evaluate_ap50(dets, gts)
+    res["recall_by_size"] = recall_by_size(dets, gts, CONFIGS[meta["config"]].input_size)
     res.update(checkpoint=str(ckpt), split=split, images=len(ds), skipped=ds.skipped,
                config=meta["config"], quant=meta["quant"], decoder_form=meta["decoder_form"],
                head_form=meta.get("head_form"), epoch=meta.get("epoch"),
@@ -307,6 +312,10 @@ def main(argv=None, prog: str = "python -m models.evaluate") -> int:
     print(f"VOC6 mAP50 {100 * res['voc6_map50']:.2f}  (mAP50 over present classes "
           f"{100 * res['map50_present']:.2f}, {res['images']} images, "
           f"{res['skipped']} skipped){warn}")
+    if res.get("recall_by_size"):
+        print("recall by object size (px at 128x128; " + ", ".join(
+            f"{r['from_px']}-{r['to_px'] or ''}: {100 * r['recall']:.1f} %"
+            for r in res["recall_by_size"]) + ")")
     if "golden" in res:
         print(f"golden integer model: VOC6 mAP50 {100 * res['golden']['voc6_map50']:.2f}  "
               f"(mAP50 over present classes {100 * res['golden']['map50_present']:.2f}){warn}")

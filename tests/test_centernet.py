@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.centernet import (GT_COLOUR, VOC6, VOC_CLASSES, box_nms, decode, decode_batch, draw_detections,
+from models.centernet import (GT_COLOUR, VOC6, VOC_CLASSES, box_nms, recall_by_size, decode, decode_batch, draw_detections,
                               draw_gaussian, encode_targets, evaluate_ap50, focal_loss,
                               gaussian_radius, reg_l1_loss, results_table_md)
 
@@ -379,3 +379,23 @@ def test_board_demo_nms_matches_centernet_nms():
     ref = box_nms(det, 0.5)
     assert 10 < len(ref) < 150
     np.testing.assert_array_equal(board_demo.box_nms(det, 0.5), ref)
+
+
+def test_recall_by_size_counts_class_correct_overlaps_per_size_bin():
+    cat, dog = VOC_CLASSES.index("cat"), VOC_CLASSES.index("dog")
+    boxes = np.array([[0, 0, 20, 20],      # side 20 px at 256 -> 10 at 128: bin 8-16
+                      [0, 0, 100, 100],    # 50 at 128: bin 32-64
+                      [50, 50, 70, 70],    # bin 8-16, found only by the wrong class
+                      [0, 0, 200, 200]],   # difficult: not counted
+                     np.float32)
+    gts = {"a": (boxes, np.array([cat, dog, cat, cat]), np.array([0, 0, 0, 1], bool))}
+    dets = {"a": np.array([[1, 1, 21, 21, 0.9, cat],    # IoU 0.82 with box 0
+                           [0, 0, 60, 100, 0.8, dog],   # IoU 0.6 with box 1
+                           [50, 50, 70, 70, 0.7, dog]], np.float32)}
+    rows = recall_by_size(dets, gts, input_size=256)
+    by = {r["from_px"]: r for r in rows}
+    assert [r["objects"] for r in rows] == [0, 2, 0, 1, 0]
+    assert by[8]["found"] == 1 and by[8]["recall"] == 0.5 and by[32]["recall"] == 1.0
+    assert np.isnan(by[0]["recall"]) and by[64]["to_px"] is None
+    # a stricter IoU drops the 0.6 match
+    assert recall_by_size(dets, gts, 256, iou=0.7)[3]["found"] == 0

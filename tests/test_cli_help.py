@@ -61,7 +61,7 @@ def test_demo_help_shows_the_defaults(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert re.search(r"--frames FRAMES images streamed through the accelerator \(default: 3\)", out)
     assert "(default: sim)" in out and "(default: ultra96v2)" in out
-    assert "default: the shipped models/checkpoints/small_w4a8.pt" in out
+    assert "default: the shipped models/checkpoints/small256_w4a8.pt" in out
 
 
 @pytest.mark.parametrize("cmd", ["bench", "evaluate", "train"])

@@ -270,7 +270,7 @@ def test_demo_is_bit_exact_and_its_second_run_comes_from_the_caches(tmp_path):
                      "--cache-dir", str(tmp_path / "cache")]) == 0
         r = json.loads((out / "report.json").read_text())
         assert r["bit_exact"] is True and r["mismatches"] == [0]
-        assert r["values_per_frame"] == 32 * 32 * 24  # stride-4 output of the 128x128 input
+        assert r["values_per_frame"] == 64 * 64 * 24  # stride-4 output of the 256x256 input
         cached = {s["step"]: s["cached"] for s in r["steps"]}
         if run == 1:
             assert not cached["export"] and not cached["lower"] and not cached["FIFO depths"]

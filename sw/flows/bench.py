@@ -32,7 +32,7 @@ classes) than ours (VOC6 mAP50 on a VOC2012 val subset) and is labelled so.
 
 Weights: hardware figures use the seeded, calibrated export of :mod:`sw.flows.estimate_all` (shapes
 and bit widths decide cycles and resources); accuracy uses the committed checkpoints
-(``models/checkpoints/small_w4a8.pt``, float: ``small_float.pt``) and says "not available"
+(``models/checkpoints/small256_w4a8.pt``, float: ``small256_float.pt``) and says "not available"
 where one is missing.
 """
 
@@ -64,13 +64,13 @@ CODENET_SOURCE = "CoDeNet, FPGA'21, Ultra96 at 250 MHz, VOC 2007 test (published
 #: the issue's target: 5x CoDeNet's 26.9 fps at 256x256 on Ultra96-V2 at 200 MHz
 TARGET = {"config": "codenet256", "board": "ultra96v2", "clock_mhz": 200.0, "fps": 135.0}
 
-DEFAULT_CONFIGS = ("small", "codenet256-0.5x", "codenet256", "codenet512")
+DEFAULT_CONFIGS = ("small", "small256", "codenet256-0.5x", "codenet256", "codenet512")
 DEFAULT_BOARDS = ("pynq-z2", "ultra96v2", "zcu104", "kv260")
 DEFAULT_SIM_CONFIGS = ("small", "codenet256", "codenet256-0.5x")
 #: configs whose slowest layers are simulated alone on full frames (too large to run whole)
 DEFAULT_LAYER_SIM_CONFIGS = ("codenet512",)
 #: target fps (at the clock) of the folding simulated in RTL, per input size: a modest folding
-#: keeps the Verilog small; the demo uses 2,000 fps for the 128x128 config
+#: keeps the Verilog small; the demo folds the 256x256 detector for 500 fps
 SIM_FPS = {64: 2000.0, 128: 2000.0, 256: 200.0, 512: 50.0}
 #: boards tried in order for the simulated folding (the first on which one fits)
 SIM_BOARDS = ("ultra96v2", "zcu104", "kv260")
@@ -785,8 +785,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m sw.flows.bench") 
                    f"(default {FULL_VAL_IMAGES}, --quick {QUICK_VAL_IMAGES})")
     p.add_argument("--golden-images", type=int, default=None, help="images for the golden-model "
                    "mAP (default: as --val-images; the golden model takes seconds per image)")
-    p.add_argument("--checkpoint", default=str(REPO_ROOT / "models" / "checkpoints" / "small_w4a8.pt"))
-    p.add_argument("--float-checkpoint", default=str(REPO_ROOT / "models" / "checkpoints" / "small_float.pt"))
+    p.add_argument("--checkpoint", default=str(REPO_ROOT / "models" / "checkpoints" / "small256_w4a8.pt"))
+    p.add_argument("--float-checkpoint", default=str(REPO_ROOT / "models" / "checkpoints" / "small256_float.pt"))
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--no-yosys", action="store_true")
     p.add_argument("--yosys-boards", nargs="*", default=["ultra96v2"],

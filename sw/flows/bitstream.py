@@ -20,8 +20,8 @@ Then, if ``vivado`` is on PATH, runs ``vivado -mode batch -source build.tcl`` in
 to run on a machine with Vivado.
 
 Model: ``--build-dir`` (a ``deflow compile`` folder) or ``--model``/``--folding``; without
-either, :data:`DEFAULT_MODEL` (the slice network until the trained detector exists: change
-it, or register another builder in :data:`MODELS`).
+either, :data:`DEFAULT_MODEL` (the slice network, the quickest to build); ``--model small256``
+builds the shipped detector, ``--model small`` the 128x128 one (:data:`MODELS`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 from sw import BUILD_ROOT
 
 import argparse
+import functools
 import os
 import shutil
 import subprocess
@@ -56,20 +57,21 @@ def _slice_onnx(path: Path) -> None:
     export_qonnx(model, path, input_shape=(1, 3, 64, 64))
 
 
-def _small_onnx(path: Path) -> None:
-    """The committed W4A8 checkpoint of the small detector config, exported to QONNX."""
+def _checkpoint_onnx(name: str, path: Path) -> None:
+    """The committed W4A8 checkpoint ``models/checkpoints/<name>_w4a8.pt``, exported to QONNX
+    at its config's input size."""
     from models.detector import CONFIGS, load_checkpoint
     from models.export import export_qonnx
 
-    ckpt = REPO_ROOT / "models" / "checkpoints" / "small_w4a8.pt"
-    model, meta = load_checkpoint(ckpt)
+    model, meta = load_checkpoint(REPO_ROOT / "models" / "checkpoints" / f"{name}_w4a8.pt")
     size = CONFIGS[meta["config"]].input_size
     export_qonnx(model, path, input_shape=(1, 3, size, size))
 
 
 MODELS = {
     "slice": (_slice_onnx, REPO_ROOT / "sw" / "configs" / "slice_folding.json"),
-    "small": (_small_onnx, None),
+    "small": (functools.partial(_checkpoint_onnx, "small"), None),
+    "small256": (functools.partial(_checkpoint_onnx, "small256"), None),
 }
 """Built-in models: name -> (function writing its QONNX file, default folding JSON; None:
 chosen for the board by :func:`sw.compiler.autofold.choose_folding`)."""

@@ -4,7 +4,7 @@ the CPU, drawn detections and a report.
 
 Steps (each printed with its time, and whether it came from the cache):
 
-1. export: the checkpoint (default ``models/checkpoints/small_w4a8.pt``) -> Brevitas model ->
+1. export: the checkpoint (default ``models/checkpoints/small256_w4a8.pt``) -> Brevitas model ->
    QONNX;
 2. images: the first ``--frames`` images of the VOC ``val`` split with their annotations, or,
    without a VOC folder (or with ``--photos``), photographs bundled with scikit-image and
@@ -57,15 +57,17 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "small_w4a8.pt"
+DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "small256_w4a8.pt"
 DEFAULT_OUT = BUILD_ROOT / "demo"
 #: the step cache, shared by every --out folder
 DEFAULT_CACHE = BUILD_ROOT / "cache" / "demo"
-DEFAULT_FPS = 2000.0  # at the board clock: II of ~1e5 cycles, a design Verilator builds quickly
-#: longer side, in pixels, of the drawn images (the photograph, not the 128x128 network input)
+#: at the board clock: the shipped 256x256 detector at an II of ~4e5 cycles, the lanes of the
+#: 128x128 one at 2,000 fps: a design that fits the Ultra96-V2 and Verilator builds in minutes
+DEFAULT_FPS = 500.0
+#: longer side, in pixels, of the drawn images (the photograph, not the network input)
 DRAW_SIDE = 512
-#: the requantisation choice of the demo's lowering (sw.compiler.threshold_form): the 2,000 fps folding
-#: of the small detector fits the Ultra96-V2 with requantisers, not with threshold memories
+#: the requantisation choice of the demo's lowering (sw.compiler.threshold_form): requantisers
+#: need no threshold memory; the 128x128 detector at 2,000 fps fits the Ultra96-V2 only with them
 REQUANT = "within1"
 
 #: Photographs shipped inside installed packages (no download), of classes the shipped VOC
@@ -378,7 +380,7 @@ class ArtifactCache:
             return None
         if not (data.is_file() and meta_path.is_file()):
             others = list(self.root.glob(f"{kind}-*.meta.json")) if self.root.is_dir() else []
-            self.miss = "other inputs than the cached entries'" if others else None
+            self.miss = "no cached entry for these inputs (another checkpoint or option)" if others else None
             return None
         try:
             meta = json.loads(meta_path.read_text())
