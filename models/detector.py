@@ -377,6 +377,20 @@ def save_checkpoint(path, model: Detector, meta: dict | None = None) -> None:
         raise
 
 
+def strip_checkpoint(src, dst) -> None:
+    """Write the shippable form of a training checkpoint: ``src``'s model weights (the raw
+    weights, not the EMA) with only ``phase``, ``epoch``, ``args`` and ``log`` of its meta (no
+    optimizer, scheduler or EMA state: a ``last.pt`` of 2.7 MB becomes about 0.95 MB), atomically
+    to ``dst``.
+
+    Raises:
+        CheckpointError: ``src`` unreadable or not a deflow detector checkpoint.
+    """
+    model, _ = load_checkpoint(src)
+    meta = read_checkpoint(src).get("meta") or {}
+    save_checkpoint(dst, model, {k: meta[k] for k in ("phase", "epoch", "args", "log") if k in meta})
+
+
 def read_checkpoint(path) -> dict:
     """Load a checkpoint's raw dict (see :func:`save_checkpoint`) on the CPU.
 

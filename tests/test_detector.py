@@ -152,7 +152,7 @@ def test_checkpoint_round_trip_and_errors(small_q, tmp_path):
 
 
 SHIPPED = {  # checkpoint -> (config, VOC6 mAP50 on val when committed, with box NMS)
-    "small256_w4a8.pt": ("small256", 23.11),
+    "small256_w4a8.pt": ("small256", 23.77),
     "small_w4a8.pt": ("small", 18.28),
 }
 
@@ -266,3 +266,17 @@ def test_head_form_dw3x3_lowers_and_the_golden_model_tracks_brevitas(tmp_path):
     assert {ops[3], ops[5]} <= {"Requant", "Thresholding"}, ops
     res = compare_with_brevitas(m, g, sample_images(2, 128, split="val"))
     assert res["max_lsb"] <= 1 and res["share_equal"] >= 0.99, res
+
+
+def test_strip_checkpoint_keeps_weights_and_drops_training_state(tmp_path):
+    from models.detector import read_checkpoint, save_checkpoint, strip_checkpoint
+
+    torch.manual_seed(0)
+    m = build_detector("small", quant=False)
+    save_checkpoint(tmp_path / "last.pt", m, {"phase": "float", "epoch": 3, "log": [1],
+                                              "optimizer": {"big": torch.zeros(1000)}, "ema": {}})
+    strip_checkpoint(tmp_path / "last.pt", tmp_path / "ship.pt")
+    blob = read_checkpoint(tmp_path / "ship.pt")
+    assert blob["meta"] == {"phase": "float", "epoch": 3, "log": [1]}
+    for k, v in m.state_dict().items():
+        assert torch.equal(blob["state_dict"][k], v), k
