@@ -302,8 +302,9 @@ def test_decode_keeps_one_box_per_plateau():
     np.testing.assert_allclose(d2[1, :4], [4 * 2.5, 4 * 0.5, 4 * 3.5, 4 * 1.5], rtol=1e-6)
 
 
-def test_board_demo_decode_matches_centernet_decode():
-    # the on-board numpy port breaks ties the same way (it imports its driver copy, sw/runtime/driver.py)
+def _board_demo():
+    """hw/boards/deploy/deflow_demo.py as a module (it imports its driver copy,
+    sw/runtime/driver.py, as ``driver``, the way it runs on the board)."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -311,13 +312,19 @@ def test_board_demo_decode_matches_centernet_decode():
     root = Path(__file__).parents[1]
     sys.path.insert(0, str(root / "sw" / "runtime"))
     try:
-        spec = importlib.util.spec_from_file_location("deflow_demo_decode",
+        spec = importlib.util.spec_from_file_location("deflow_demo_board",
                                                       root / "hw/boards/deploy/deflow_demo.py")
         board_demo = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(board_demo)
     finally:
         sys.path.remove(str(root / "sw" / "runtime"))
         sys.modules.pop("driver", None)
+    return board_demo
+
+
+def test_board_demo_decode_matches_centernet_decode():
+    # the on-board numpy port breaks ties the same way
+    board_demo = _board_demo()
     rng = np.random.default_rng(3)
     q = rng.integers(-8, 3, size=(16, 16, 24)).astype(np.int8)  # int8 heat: many ties
     q[..., 20:22] = rng.integers(1, 6, size=(16, 16, 2))
@@ -357,20 +364,7 @@ def test_decode_merges_two_peaks_of_one_object():
 
 
 def test_board_demo_nms_matches_centernet_nms():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).parents[1]
-    sys.path.insert(0, str(root / "sw" / "runtime"))
-    try:
-        spec = importlib.util.spec_from_file_location("deflow_demo_nms",
-                                                      root / "hw/boards/deploy/deflow_demo.py")
-        board_demo = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(board_demo)
-    finally:
-        sys.path.remove(str(root / "sw" / "runtime"))
-        sys.modules.pop("driver", None)
+    board_demo = _board_demo()
     rng = np.random.default_rng(5)
     xy = rng.uniform(0, 20, size=(200, 2))
     det = np.concatenate([xy, xy + rng.uniform(5, 30, size=(200, 2)),
