@@ -257,12 +257,13 @@ def init_matching(model, path) -> tuple[list, list]:
     Raises:
         CheckpointError: unreadable checkpoint, or no tensor matches (another config).
     """
-    sd = read_checkpoint(path)["state_dict"]
+    blob = read_checkpoint(path)
+    sd = blob["state_dict"]
     own = model.state_dict()
     take = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     if not take:
         raise CheckpointError(f"--init {path}: no tensor matches the {model.config_name} model")
-    src = CONFIGS.get(read_checkpoint(path).get("config"))
+    src = CONFIGS.get(blob.get("config"))
     if src is not None and src.input_size != model.cfg.input_size and "head.weight" in take:
         # box sizes are regressed in output pixels (linear head channels 20, 21): a larger
         # input makes every object proportionally larger, so scale those rows to match

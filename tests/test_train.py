@@ -208,3 +208,21 @@ def test_qat_ema_averages_the_w4a8_weights_and_resumes(tmp_path):
     b, _ = load_checkpoint(tmp_path / "b" / "final.pt")
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_init_from_another_input_size_scales_only_the_box_size_rows(tmp_path):
+    """small -> small256: every tensor loads; the head's box-size rows (channels 20, 21, in
+    output pixels) double with the input, the heat and offset rows do not."""
+    from models.detector import save_checkpoint
+    from models.train import init_matching
+
+    torch.manual_seed(0)
+    src = build_detector("small", quant=False, head_form="dw3x3")
+    save_checkpoint(tmp_path / "small.pt", src, {})
+    dst = build_detector("small256", quant=False, head_form="dw3x3")
+    loaded, fresh = init_matching(dst, tmp_path / "small.pt")
+    assert fresh == [] and len(loaded) == len(src.state_dict())
+    for name in ("head.weight", "head.bias"):
+        a, b = src.state_dict()[name], dst.state_dict()[name]
+        assert torch.equal(b[20:22], 2 * a[20:22]), name
+        assert torch.equal(b[:20], a[:20]) and torch.equal(b[22:], a[22:]), name
