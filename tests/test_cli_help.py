@@ -64,8 +64,8 @@ def test_demo_help_shows_the_defaults(capsys):
     assert "default: the shipped models/checkpoints/small256_w4a8.pt" in out
 
 
-@pytest.mark.parametrize("cmd", ["bench", "evaluate", "train"])
-def test_bench_evaluate_train_are_subcommands(cmd, capsys):
+@pytest.mark.parametrize("cmd", ["bench", "evaluate", "train", "learning-curve"])
+def test_passthrough_commands_are_subcommands(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
     assert e.value.code == 0

@@ -204,6 +204,8 @@ PASSTHROUGH = {
                  "integer model) on a VOC split"),
     "train": ("models.train", "train a detector config (float, then W4A8 quantisation-aware), "
               "with checkpoints and --resume"),
+    "learning-curve": ("models.learning_curve", "plot training loss and val VOC6 mAP50 of "
+                       "chained training runs into a PNG"),
 }
 
 
