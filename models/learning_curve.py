@@ -143,6 +143,9 @@ def plot_learning_curve(run_dirs, out, title: str | None = None) -> dict:
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=110)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the plot private
         os.replace(tmp, out)
     except BaseException:
         os.unlink(tmp)
