@@ -20,7 +20,9 @@ default 2000 iterations); the float phase ends on the EMA weights (``float.pt``,
 ends on, and saves as ``final.pt``, the EMA weights. CenterNet focal loss on the heatmap + L1 on size
 (weight 0.1) and offset (weight 1) at object centres (Zhou et al., "Objects as Points", 2019).
 ``--eval-every K``: VOC6 mAP50 on ``val`` (the EMA weights when EMA is on) every K epochs and at
-the end of each phase, logged as ``val_map50``.
+the end of each phase, logged as ``val_map50``. ``--repeat-factor T``: class-balanced sampling by
+LVIS repeat factors (:func:`repeat_factors`); each epoch draws as many images as the split has,
+with replacement, rare-class images more often.
 
 Writes to ``--out`` (atomically): ``last.pt`` after every epoch (resumable with ``--resume``; it
 carries the optimizer, schedule and EMA state), ``float.pt`` at the end of the float phase,
@@ -132,6 +134,42 @@ class ModelEMA:
         model.load_state_dict(self.state)
 
 
+def repeat_factors(labels_per_image, threshold: float, num_classes: int = 20,
+                   classes=None) -> np.ndarray:
+    """Per-image sampling weights of repeat factor sampling (Gupta et al., "LVIS", CVPR 2019,
+    section 4): for class ``c`` with ``f_c`` the fraction of images that contain it,
+    ``r_c = max(1, sqrt(threshold / f_c))``; an image's factor is the largest ``r_c`` of the classes
+    in it (1 for an image without objects). ``threshold`` 0 gives all ones.
+
+    Args:
+        labels_per_image: one int array of class indices (``[K]``, any K) per image.
+        threshold: ``t`` in (0, 1]: classes in fewer than this fraction of images are repeated.
+        classes: class indices that may be repeated (default all); the others count as
+            ``r_c = 1``, so that a class the model is not judged on (a bottle beside a dog in
+            VOC6 training) does not pull its images up.
+    Returns:
+        float64 ``[N]`` weights (>= 1), for ``torch.utils.data.WeightedRandomSampler``.
+    Raises:
+        ValueError: ``threshold`` outside [0, 1], or no images.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"repeat-factor threshold is a fraction in [0, 1], got {threshold}")
+    n = len(labels_per_image)
+    if n == 0:
+        raise ValueError("repeat factors of an empty split")
+    present = [np.unique(np.asarray(lab, np.int64)) for lab in labels_per_image]
+    if threshold == 0.0:
+        return np.ones(n)
+    freq = np.bincount(np.concatenate(present + [np.zeros(0, np.int64)]),
+                       minlength=num_classes)[:num_classes] / n
+    r_c = np.maximum(1.0, np.sqrt(threshold / np.maximum(freq, 1e-12)))
+    if classes is not None:
+        keep = np.zeros(num_classes, bool)
+        keep[list(classes)] = True
+        r_c[~keep] = 1.0
+    return np.array([r_c[p].max() if len(p) else 1.0 for p in present])
+
+
 def lr_lambda(total: int, warmup: int):
     """Learning-rate factor at iteration ``it`` of a ``total``-iteration phase: linear warmup
     from 0.1 to 1 over ``warmup`` iterations, then cosine decay from 1 to 0.02 over the rest."""
@@ -194,7 +232,7 @@ def run_phase(model, loader, sampler, epochs, lr, device, log, phase, out_dir, a
     eval_model = None
     for epoch in range(start_epoch, epochs):
         model.train()
-        if sampler is not None:
+        if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         t0, sums, n = time.time(), {}, 0
         bar = tqdm(itertools.islice(loader, iters), total=iters, desc=f"{phase} {epoch + 1}/{epochs}",
@@ -342,13 +380,18 @@ def parse_args(argv=None, prog: str = "python -m models.train"):
     p.add_argument("--mosaic", type=float, default=0.0,
                    help="probability that a training sample is a 2x2 mosaic of four augmented "
                    "images at half size (0: off)")
+    p.add_argument("--repeat-factor", type=float, default=0.0,
+                   help="class-balanced sampling: LVIS repeat-factor threshold t (images of "
+                   "VOC6 classes in fewer than a fraction t of the images are drawn more often; "
+                   "0: off)")
     return p.parse_args(argv)
 
 
 def main(argv=None, prog: str = "python -m models.train") -> int:
     args = parse_args(argv, prog)
     from models.data import DataError
-    from models.voc import VOCDetection
+    from models.centernet import VOC6
+    from models.voc import VOC_CLASSES, VOCDetection
 
     ws, rank, local_rank = _dist_info()
     if ws > 1:
@@ -375,9 +418,25 @@ def main(argv=None, prog: str = "python -m models.train") -> int:
         return 2
     if ds.skipped and rank == 0:
         print(f"skipped {ds.skipped} bad images", flush=True)
+    gen = torch.Generator().manual_seed(args.seed)
     sampler = (torch.utils.data.distributed.DistributedSampler(ds, seed=args.seed)
                if ws > 1 else None)
-    gen = torch.Generator().manual_seed(args.seed)
+    if args.repeat_factor:
+        if ws > 1:
+            print("error: --repeat-factor runs in one process only (not under torchrun)",
+                  file=sys.stderr)
+            return 2
+        try:
+            weights = repeat_factors([a.labels for a in ds.annos], args.repeat_factor,
+                                     ds.num_classes, [VOC_CLASSES.index(c) for c in VOC6])
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(ds), replacement=True,
+                                                         generator=gen)
+        if rank == 0:
+            print(f"repeat factors (t={args.repeat_factor}): {int((weights > 1).sum())} of "
+                  f"{len(ds)} images repeated, max {weights.max():.2f}", flush=True)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
         num_workers=args.workers, drop_last=True, generator=gen,

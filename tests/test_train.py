@@ -226,3 +226,43 @@ def test_init_from_another_input_size_scales_only_the_box_size_rows(tmp_path):
         a, b = src.state_dict()[name], dst.state_dict()[name]
         assert torch.equal(b[20:22], 2 * a[20:22]), name
         assert torch.equal(b[:20], a[:20]) and torch.equal(b[22:], a[22:]), name
+
+
+def test_repeat_factors_follow_lvis_formula():
+    """r_c = max(1, sqrt(t / f_c)); an image takes its rarest class's factor (LVIS, sec. 4)."""
+    import math
+
+    import numpy as np
+
+    from models.train import repeat_factors
+
+    labels = [np.array([0]), np.array([0, 0]), np.array([0, 1]), np.array([], np.int64)]
+    w = repeat_factors(labels, 0.5, num_classes=3)
+    # f_0 = 3/4 -> r = 1; f_1 = 1/4 -> r = sqrt(2)
+    assert w.tolist() == [1.0, 1.0, math.sqrt(2.0), 1.0]
+    assert repeat_factors(labels, 0.0, num_classes=3).tolist() == [1.0] * 4
+    # class 1 not among the repeatable classes: nothing is repeated
+    assert repeat_factors(labels, 0.5, num_classes=3, classes=[0, 2]).tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match="fraction in"):
+        repeat_factors(labels, 1.5)
+    with pytest.raises(ValueError, match="empty split"):
+        repeat_factors([], 0.1)
+
+
+def test_train_with_repeat_factor_sampling(tmp_path, capsys):
+    """--repeat-factor draws len(train) images per epoch through a WeightedRandomSampler;
+    a threshold outside [0, 1] is one clear error."""
+    from models.voc import VOCDetection
+
+    voc = make_voc(tmp_path / "voc")
+    ds = VOCDetection(voc, "train", 128, skip_bad=True, progress=False)
+    kinds = sorted({int(c) for a in ds.annos for c in a.labels})
+    args = ["--config", "small", "--float", "--epochs", "1", "--batch-size", "1",
+            "--voc-root", str(voc), "--skip-bad", "--threads", "1", "--out", str(tmp_path / "a")]
+    assert train_main(args + ["--repeat-factor", "0.9"]) == 0
+    out = capsys.readouterr().out
+    assert f"of {len(ds)} images repeated" in out
+    log = json.loads((tmp_path / "a" / "train_log.json").read_text())
+    assert len(log) == 1 and np.isfinite(log[0]["loss"]) and kinds
+    assert train_main(args + ["--repeat-factor", "2"]) == 2
+    assert "fraction in [0, 1], got 2.0" in capsys.readouterr().err
