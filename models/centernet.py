@@ -436,6 +436,63 @@ class _VOCIoUEval(COCOeval):
 
 #: object-size bins of :func:`recall_by_size`: square root of the box area, in pixels of a
 #: 128x128 letterboxed input (so that models of different input sizes compare per object)
+def top1_check(dets: np.ndarray, gt) -> dict | None:
+    """Is the highest-scoring detection correct (the demo's verdict)? It is when a ground-truth box of the same class
+    overlaps it with IoU >= 0.5 (the AP50 criterion).
+
+    Args:
+        dets: ``[k, 6]`` rows ``(x1, y1, x2, y2, score, class)`` by decreasing score.
+        gt: ``(boxes [M, 4], labels [M], ...)`` in the same pixels, or ``None`` (no ground
+            truth: only class and score are returned, ``correct`` is ``None``).
+
+    Returns:
+        ``{"class", "score", "correct", "iou", "gt_class"}`` (``iou``/``gt_class``: the best
+        overlapping ground-truth box of the same class, else of any class), or ``None``
+        without detections.
+    """
+    if len(dets) == 0:
+        return None
+    x1, y1, x2, y2, score, cls = (float(v) for v in dets[0])
+    out = {"class": VOC_CLASSES[int(cls)], "score": round(score, 3), "correct": None}
+    if gt is None:
+        return out
+    boxes = np.asarray(gt[0], dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(gt[1]).reshape(-1)
+    if not len(boxes):
+        return out | {"correct": False}
+    # the IoU the AP50 evaluation uses (pycocotools, boxes as x, y, w, h)
+    iou = mask_utils.iou([[x1, y1, x2 - x1, y2 - y1]],
+                         np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).tolist(),
+                         [0] * len(boxes))[0]
+    same = labels == int(cls)
+    best = int(np.argmax(iou))
+    return out | {"correct": bool(same.any() and iou[same].max() >= 0.5),
+                  "iou": round(float(iou[same].max() if same.any() else iou[best]), 3),
+                  "gt_class": VOC_CLASSES[int(labels[np.argmax(np.where(same, iou, -1))]
+                                          if same.any() else labels[best])]}
+
+
+def top1_rate(detections: dict, ground_truth: dict) -> dict:
+    """The demo's verdict over a whole split: on how many images is the highest-scoring
+    detection correct (:func:`top1_check`: same class as a ground-truth box at IoU >= 0.5)?
+
+    Args:
+        detections: ``image_id -> [k, 6]`` rows ``(x1, y1, x2, y2, score, class)``, any order.
+        ground_truth: ``image_id -> (boxes [M, 4], labels [M], difficult [M])``, same pixels.
+
+    Returns:
+        ``{"images", "correct", "rate"}`` (rate 0..1; an image without detections is wrong; NaN
+        for an empty split).
+    """
+    correct = 0
+    for key, gt in ground_truth.items():
+        det = np.asarray(detections.get(key, np.zeros((0, 6))), np.float64).reshape(-1, 6)
+        t = top1_check(det[np.argsort(-det[:, 4], kind="stable")], gt)
+        correct += bool(t and t["correct"])
+    n = len(ground_truth)
+    return {"images": n, "correct": correct, "rate": correct / n if n else float("nan")}
+
+
 SIZE_BINS = (0, 8, 16, 32, 64)
 
 

@@ -7,7 +7,9 @@
 
 Writes to ``--out`` (default: next to the checkpoint, ``<ckpt stem>_<split>/``), each file
 atomically: ``results.json`` (``per_class`` AP50 for the classes present, ``voc6_map50``,
-``map50_present``, counts, checkpoint meta), ``results.md`` (the same as a table) and
+``map50_present``, ``recall_by_size``, ``top1``: on how many images the highest-scoring detection
+is correct, the demo's verdict, :func:`models.centernet.top1_rate`; counts, checkpoint meta),
+``results.md`` (the same as tables) and
 ``det_<i>.png`` examples with drawn detections (score >= 0.3) and ground truth (green).
 
 ``--golden`` (W4A8 checkpoints): the checkpoint is exported to QONNX (cached in ``--out`` by
@@ -38,7 +40,7 @@ from pathlib import Path
 import torch
 
 from models.centernet import (decode_batch, draw_detections, evaluate_ap50,
-                              recall_by_size, recall_table_md, results_table_md)
+                              recall_by_size, recall_table_md, results_table_md, top1_rate)
 from models.detector import CheckpointError, load_checkpoint, split_heads
 
 # Below this many images the figure is not a measurement: VOC val has ~145 images per VOC6
@@ -66,6 +68,10 @@ def report_bad_input(ds, split: str, file=None) -> dict:
     return {"skipped_images": [{"id": i, "reason": r} for i, r in ds.bad], "warning": warning}
 
 
+def _top1_text(t: dict) -> str:
+    return f"{t['correct']} of {t['images']} images ({100 * t['rate']:.1f} %)"
+
+
 def _md(title: str, res: dict) -> bytes:
     warn = f"**Warning: {res['warning']}.**\n\n" if res.get("warning") else ""
     skipped = "".join(f"- skipped {d['id']}: {d['reason']}\n" for d in res.get("skipped_images", []))
@@ -76,11 +82,17 @@ def _md(title: str, res: dict) -> bytes:
         golden = ("\n## Golden integer model (the hardware's bits)\n\n"
                   + results_table_md(dict(res["golden"], num_images=res.get("num_images")))
                   + "\n")
+    if "golden" in res and res["golden"].get("top1"):
+        golden += f"\nTop-1 detection correct on {_top1_text(res['golden']['top1'])}.\n"
+    top1 = ""
+    if res.get("top1"):
+        top1 = (f"\nTop-1 detection correct (the demo's verdict: same class as a ground-truth "
+                f"box at IoU >= 0.5) on {_top1_text(res['top1'])}.\n")
     sizes = ""
     if res.get("recall_by_size"):
         sizes = ("\n## Recall by object size (VOC6, IoU 0.5, top-100 detections)\n\n"
                  + recall_table_md(res["recall_by_size"]) + "\n")
-    return f"# {title}\n\n{warn}{results_table_md(res)}\n{sizes}{golden}{skipped}".encode()
+    return f"# {title}\n\n{warn}{results_table_md(res)}{top1}\n{sizes}{golden}{skipped}".encode()
 
 @torch.no_grad()
 def run_detection(model, dataset, batch_size: int = 32, k: int = 100, progress: bool = True):
@@ -230,6 +242,7 @@ def evaluate_checkpoint(ckpt, split: str = "val", out=None, voc_root=None, limit
     dets, gts = run_detection(model, ds, batch_size, progress=progress)
     res = evaluate_ap50(dets, gts)
     res["recall_by_size"] = recall_by_size(dets, gts, CONFIGS[meta["config"]].input_size)
+    res["top1"] = top1_rate(dets, gts)
     res.update(checkpoint=str(ckpt), split=split, images=len(ds), skipped=ds.skipped,
                config=meta["config"], quant=meta["quant"], decoder_form=meta["decoder_form"],
                head_form=meta.get("head_form"), epoch=meta.get("epoch"),
@@ -237,8 +250,10 @@ def evaluate_checkpoint(ckpt, split: str = "val", out=None, voc_root=None, limit
     out = Path(out) if out else Path(ckpt).with_name(f"{Path(ckpt).stem}_{split}")
     out.mkdir(parents=True, exist_ok=True)
     if golden:
-        gres = evaluate_ap50(golden_detections(ckpt, ds, out, progress=progress), gts)
+        gdets = golden_detections(ckpt, ds, out, progress=progress)
+        gres = evaluate_ap50(gdets, gts)
         res["golden"] = {k: gres[k] for k in ("voc6_map50", "map50_present", "per_class")}
+        res["golden"]["top1"] = top1_rate(gdets, gts)
     _write_atomic(out / "results.json", json.dumps(res, indent=1).encode())
     title = (f"{meta['config']} {'W4A8' if meta['quant'] else 'float'} "
              f"decoder={meta['decoder_form']} on VOC {split} ({len(ds)} images)")
@@ -312,6 +327,9 @@ def main(argv=None, prog: str = "python -m models.evaluate") -> int:
     print(f"VOC6 mAP50 {100 * res['voc6_map50']:.2f}  (mAP50 over present classes "
           f"{100 * res['map50_present']:.2f}, {res['images']} images, "
           f"{res['skipped']} skipped){warn}")
+    if res.get("top1"):
+        print(f"top-1 detection correct (the demo's verdict: same class, IoU >= 0.5) on "
+              f"{_top1_text(res['top1'])}")
     if res.get("recall_by_size"):
         print("recall by object size (px at 128x128; " + ", ".join(
             f"{r['from_px']}-{r['to_px'] or ''}: {100 * r['recall']:.1f} %"
@@ -319,6 +337,8 @@ def main(argv=None, prog: str = "python -m models.evaluate") -> int:
     if "golden" in res:
         print(f"golden integer model: VOC6 mAP50 {100 * res['golden']['voc6_map50']:.2f}  "
               f"(mAP50 over present classes {100 * res['golden']['map50_present']:.2f}){warn}")
+        if res["golden"].get("top1"):
+            print(f"golden integer model: top-1 correct on {_top1_text(res['golden']['top1'])}")
     return 0
 
 

@@ -393,3 +393,22 @@ def test_recall_by_size_counts_class_correct_overlaps_per_size_bin():
     assert np.isnan(by[0]["recall"]) and by[64]["to_px"] is None
     # a stricter IoU drops the 0.6 match
     assert recall_by_size(dets, gts, 256, iou=0.7)[3]["found"] == 0
+
+
+def test_top1_rate_judges_the_highest_score_of_each_image():
+    from models.centernet import top1_rate
+
+    cat, dog = VOC_CLASSES.index("cat"), VOC_CLASSES.index("dog")
+    gt_box = np.array([[10.0, 10.0, 50.0, 50.0]])
+    gts = {"a": (gt_box, np.array([cat]), np.array([False])),
+           "b": (gt_box, np.array([cat]), np.array([False])),
+           "c": (gt_box, np.array([dog]), np.array([False])),
+           "d": (gt_box, np.array([dog]), np.array([False]))}
+    dets = {  # rows out of score order: the 0.9 row is the top-1
+        "a": np.array([[0, 0, 5, 5, 0.2, cat], [10, 10, 50, 50, 0.9, cat]]),  # right
+        "b": np.array([[10, 10, 50, 50, 0.9, dog], [10, 10, 50, 50, 0.5, cat]]),  # wrong class
+        "c": np.array([[30, 30, 70, 70, 0.9, dog]]),  # IoU 400/2800 < 0.5: wrong
+        # "d": no detections: wrong
+    }
+    assert top1_rate(dets, gts) == {"images": 4, "correct": 1, "rate": 0.25}
+    assert np.isnan(top1_rate({}, {})["rate"])

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import sw.flows.demo as demo
-from models.centernet import GT_COLOUR, VOC_CLASSES, _class_colour
+from models.centernet import GT_COLOUR, VOC_CLASSES, _class_colour, top1_check
 from sw.flows.cli import main
 from sw.flows.demo import (ArtifactCache, DemoError, DemoImage, FALLBACK_PHOTOS, draw_result,
-                     letterbox, load_images, report_markdown, top1_check, verdict_text)
+                     letterbox, load_images, report_markdown, verdict_text)
 
 CAT, DOG, PERSON = (VOC_CLASSES.index(c) for c in ("cat", "dog", "person"))
 

@@ -151,9 +151,10 @@ def test_checkpoint_round_trip_and_errors(small_q, tmp_path):
         load_checkpoint(other)
 
 
-SHIPPED = {  # checkpoint -> (config, VOC6 mAP50 on val when committed, with box NMS)
-    "small256_w4a8.pt": ("small256", 25.48),
-    "small_w4a8.pt": ("small", 18.28),
+SHIPPED = {  # checkpoint -> (config, VOC6 mAP50 on val when committed with box NMS,
+    #                          val images whose top-1 detection is correct)
+    "small256_w4a8.pt": ("small256", 25.48, 392),
+    "small_w4a8.pt": ("small", 18.28, 320),
 }
 
 
@@ -191,6 +192,7 @@ def test_shipped_checkpoint_accuracy_on_val(name, tmp_path):
                               n_images=0, progress=False)
     assert res["images"] == 865 and res["skipped"] == 0
     assert abs(100 * res["voc6_map50"] - SHIPPED[name][1]) < 0.05
+    assert abs(res["top1"]["correct"] - SHIPPED[name][2]) <= 2 and res["top1"]["images"] == 865
     assert 100 * res["per_class"]["cat"] > 30 and 100 * res["per_class"]["horse"] > 20
 
 

@@ -71,6 +71,7 @@ def test_train_resume_and_evaluate(tmp_path):
     assert 0.0 <= res["voc6_map50"] <= 1.0
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert saved["voc6_map50"] == res["voc6_map50"]
+    assert saved["top1"] == res["top1"] and res["top1"]["images"] == 3
     assert (tmp_path / "eval" / "det_1.png").stat().st_size > 0
     assert "VOC6 mAP50" in (tmp_path / "eval" / "results.md").read_text()
 

@@ -571,46 +571,6 @@ def load_images(n: int, size: int, voc_root=None, photos: bool = False
 # ------------------------------------------------------------------------------ verdicts
 
 
-def top1_check(dets: np.ndarray, gt) -> dict | None:
-    """Is the highest-scoring detection correct? It is when a ground-truth box of the same class
-    overlaps it with IoU >= 0.5 (the AP50 criterion).
-
-    Args:
-        dets: ``[k, 6]`` rows ``(x1, y1, x2, y2, score, class)`` by decreasing score.
-        gt: ``(boxes [M, 4], labels [M], ...)`` in the same pixels, or ``None`` (no ground
-            truth: only class and score are returned, ``correct`` is ``None``).
-
-    Returns:
-        ``{"class", "score", "correct", "iou", "gt_class"}`` (``iou``/``gt_class``: the best
-        overlapping ground-truth box of the same class, else of any class), or ``None``
-        without detections.
-    """
-    from pycocotools import mask as mask_utils
-
-    from models.centernet import VOC_CLASSES
-
-    if len(dets) == 0:
-        return None
-    x1, y1, x2, y2, score, cls = (float(v) for v in dets[0])
-    out = {"class": VOC_CLASSES[int(cls)], "score": round(score, 3), "correct": None}
-    if gt is None:
-        return out
-    boxes = np.asarray(gt[0], dtype=np.float64).reshape(-1, 4)
-    labels = np.asarray(gt[1]).reshape(-1)
-    if not len(boxes):
-        return out | {"correct": False}
-    # the IoU the AP50 evaluation uses (pycocotools, boxes as x, y, w, h)
-    iou = mask_utils.iou([[x1, y1, x2 - x1, y2 - y1]],
-                         np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).tolist(),
-                         [0] * len(boxes))[0]
-    same = labels == int(cls)
-    best = int(np.argmax(iou))
-    return out | {"correct": bool(same.any() and iou[same].max() >= 0.5),
-                  "iou": round(float(iou[same].max() if same.any() else iou[best]), 3),
-                  "gt_class": VOC_CLASSES[int(labels[np.argmax(np.where(same, iou, -1))]
-                                          if same.any() else labels[best])]}
-
-
 def verdict_text(top1: dict | None, score_thresh: float | None = None) -> str:
     """The top-1 verdict in words: ``correct``, ``wrong`` or ``no ground truth`` (never
     ``wrong`` for an image without ground truth), with the IoU where known, and whether the
@@ -951,7 +911,7 @@ def run_demo(args) -> int:
 
 
 def _run(con: Console, args, out: Path, t_start: float) -> int:
-    from models.centernet import VOC_CLASSES, decode, evaluate_ap50
+    from models.centernet import VOC_CLASSES, decode, evaluate_ap50, top1_check
     from sw.compiler.boards import get_board
     from hw.graph import write_text_atomic
 
