@@ -434,11 +434,9 @@ class _VOCIoUEval(COCOeval):
         return mask_utils.iou([d["bbox"] for d in dt], [g["bbox"] for g in gt], [0] * len(gt))
 
 
-#: object-size bins of :func:`recall_by_size`: square root of the box area, in pixels of a
-#: 128x128 letterboxed input (so that models of different input sizes compare per object)
 def top1_check(dets: np.ndarray, gt) -> dict | None:
-    """Is the highest-scoring detection correct (the demo's verdict)? It is when a ground-truth box of the same class
-    overlaps it with IoU >= 0.5 (the AP50 criterion).
+    """Is the highest-scoring detection correct (the demo's verdict)? It is when a ground-truth
+    box of the same class overlaps it with IoU >= 0.5 (the AP50 criterion).
 
     Args:
         dets: ``[k, 6]`` rows ``(x1, y1, x2, y2, score, class)`` by decreasing score.
@@ -493,6 +491,8 @@ def top1_rate(detections: dict, ground_truth: dict) -> dict:
     return {"images": n, "correct": correct, "rate": correct / n if n else float("nan")}
 
 
+#: object-size bins of :func:`recall_by_size`: square root of the box area, in pixels of a
+#: 128x128 letterboxed input (so that models of different input sizes compare per object)
 SIZE_BINS = (0, 8, 16, 32, 64)
 
 

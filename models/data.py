@@ -17,6 +17,23 @@ DEFAULT_VOC_ROOT = REPO_ROOT.parent / "shared" / "data" / "voc2012-subset"
 SKIMAGE_FALLBACK = ("chelsea", "astronaut", "motorcycle_left")
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file in the same folder, then
+    a rename (mode 0644; ``tempfile.mkstemp`` alone would leave it 0600)."""
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 class DataError(RuntimeError):
     """A data folder or image file is missing or unreadable."""
 

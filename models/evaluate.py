@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 from models.centernet import (decode_batch, draw_detections, evaluate_ap50,
                               recall_by_size, recall_table_md, results_table_md, top1_rate)
+from models.data import write_bytes_atomic
 from models.detector import CheckpointError, load_checkpoint, split_heads
 
 # Below this many images the figure is not a measurement: VOC val has ~145 images per VOC6
@@ -217,14 +216,6 @@ def prior_baseline_detections(train, val, class_names=None):
     return dets, gts
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
-
-
 def evaluate_checkpoint(ckpt, split: str = "val", out=None, voc_root=None, limit=None,
                         n_images: int = 6, batch_size: int = 32, progress: bool = True,
                         golden: bool = False) -> dict:
@@ -254,16 +245,16 @@ def evaluate_checkpoint(ckpt, split: str = "val", out=None, voc_root=None, limit
         gres = evaluate_ap50(gdets, gts)
         res["golden"] = {k: gres[k] for k in ("voc6_map50", "map50_present", "per_class")}
         res["golden"]["top1"] = top1_rate(gdets, gts)
-    _write_atomic(out / "results.json", json.dumps(res, indent=1).encode())
+    write_bytes_atomic(out / "results.json", json.dumps(res, indent=1).encode())
     title = (f"{meta['config']} {'W4A8' if meta['quant'] else 'float'} "
              f"decoder={meta['decoder_form']} on VOC {split} ({len(ds)} images)")
-    _write_atomic(out / "results.md", _md(title, res))
+    write_bytes_atomic(out / "results.md", _md(title, res))
     for i in range(min(n_images, len(ds))):
         arr, boxes, labels, _ = ds.render(i)
         buf = io.BytesIO()
         draw_detections(arr, dets[ds.annos[i].image_id], gt=(boxes, labels)).resize(
             (2 * arr.shape[1], 2 * arr.shape[0])).save(buf, format="PNG")
-        _write_atomic(out / f"det_{i}.png", buf.getvalue())
+        write_bytes_atomic(out / f"det_{i}.png", buf.getvalue())
     return res
 
 
@@ -287,9 +278,9 @@ def evaluate_prior_baseline(split: str = "val", out="runs/baseline_prior", voc_r
                input_size=input_size, **bad)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "results.json", json.dumps(res, indent=1).encode())
+    write_bytes_atomic(out / "results.json", json.dumps(res, indent=1).encode())
     title = f"train-prior baseline (no pixels) on VOC {split} ({len(val)} images)"
-    _write_atomic(out / "results.md", _md(title, res))
+    write_bytes_atomic(out / "results.md", _md(title, res))
     return res
 
 

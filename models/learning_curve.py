@@ -11,17 +11,18 @@ mAP50 on ``val`` in percent at the epochs where the run measured it (``--eval-ev
 ``RUN_DIR:float`` (or ``:w4a8``) keeps only that phase of a run: a leg that warm-starts from the
 previous leg's ``float.pt`` follows its float phase, not its W4A8 phase.
 
-Writes the PNG atomically (a temporary file in the same folder, then a rename).
+Writes the PNG atomically (:func:`models.data.write_bytes_atomic`).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from models.data import write_bytes_atomic
 
 
 class LearningCurveError(ValueError):
@@ -137,21 +138,12 @@ def plot_learning_curve(run_dirs, out, title: str | None = None) -> dict:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the plot private
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
+    write_bytes_atomic(out, buf.getvalue())
     best = max(val, key=lambda v: v[1]) if val else None
     return {"epochs": len(points), "val": val, "best_val": best}
 
