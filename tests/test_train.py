@@ -12,7 +12,7 @@ import torch
 from models.centernet import encode_targets
 from models.detector import build_detector, load_checkpoint
 from models.train import detection_loss, main as train_main, transfer_float_weights
-from test_voc import make_voc  # tests/ is on sys.path (pytest rootdir-relative import)
+from test_voc import OBJ, XML, make_voc  # tests/ is on sys.path (pytest rootdir-relative import)
 
 
 def _batch(boxes, labels, size=128):
@@ -256,14 +256,25 @@ def test_train_with_repeat_factor_sampling(tmp_path, capsys):
     from models.voc import VOCDetection
 
     voc = make_voc(tmp_path / "voc")
+    # a sheep instead of the dog in one of the three images: sheep (in 1/3 of the images) and dog
+    # (2/3) are rarer than t = 0.9, so the images are drawn sqrt(0.9 * 3) = 1.64 and
+    # sqrt(0.9 * 3 / 2) = 1.16 times as often as with uniform sampling
+    objs = OBJ.format(name="cat", diff=0, x1=9, y1=5, x2=41, y2=29)
+    objs += OBJ.format(name="sheep", diff=0, x1=45, y1=3, x2=61, y2=13)
+    (voc / "Annotations" / "img0.xml").write_text(XML.format(id="img0", w=64, h=32, objects=objs))
     ds = VOCDetection(voc, "train", 128, skip_bad=True, progress=False)
-    kinds = sorted({int(c) for a in ds.annos for c in a.labels})
+    from models.train import repeat_factors
+    from models.centernet import VOC6, VOC_CLASSES
+
+    w = repeat_factors([a.labels for a in ds.annos], 0.9, ds.num_classes,
+                       [VOC_CLASSES.index(c) for c in VOC6])
+    np.testing.assert_allclose(w, [(0.9 * 3) ** 0.5] + [(0.9 * 1.5) ** 0.5] * 2, rtol=1e-12)
     args = ["--config", "small", "--float", "--epochs", "1", "--batch-size", "1",
             "--voc-root", str(voc), "--skip-bad", "--threads", "1", "--out", str(tmp_path / "a")]
     assert train_main(args + ["--repeat-factor", "0.9"]) == 0
     out = capsys.readouterr().out
-    assert f"of {len(ds)} images repeated" in out
+    assert (f"{int((w > 1).sum())} of {len(ds)} images repeated, max {w.max():.2f}") in out
     log = json.loads((tmp_path / "a" / "train_log.json").read_text())
-    assert len(log) == 1 and np.isfinite(log[0]["loss"]) and kinds
+    assert len(log) == 1 and np.isfinite(log[0]["loss"])
     assert train_main(args + ["--repeat-factor", "2"]) == 2
     assert "fraction in [0, 1], got 2.0" in capsys.readouterr().err
