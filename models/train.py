@@ -25,7 +25,8 @@ LVIS repeat factors (:func:`repeat_factors`); each epoch draws as many images as
 with replacement, rare-class images more often.
 
 Writes to ``--out`` (atomically): ``last.pt`` after every epoch (resumable with ``--resume``; it
-carries the optimizer, schedule and EMA state), ``float.pt`` at the end of the float phase,
+carries the optimizer, schedule and EMA state; ``--restart-ema`` drops that EMA state and starts
+the average afresh from the resumed weights), ``float.pt`` at the end of the float phase,
 ``final.pt`` at the end, ``train_log.json``; ``train.log`` gets one JSON line per epoch.
 CPU by default (``torch.set_num_threads``), CUDA when available; torch DDP when started by
 ``torchrun`` (``WORLD_SIZE`` > 1: one process per GPU, gradients all-reduced, data sharded with
@@ -369,6 +370,9 @@ def parse_args(argv=None, prog: str = "python -m models.train"):
                    "a float phase, else lr)")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--resume", default=None, help="last.pt of an interrupted run")
+    p.add_argument("--restart-ema", action="store_true",
+                   help="with --resume: start the EMA afresh from the resumed weights instead of "
+                   "the checkpoint's average (for a run whose EMA still holds diverged early epochs)")
     p.add_argument("--init", default=None, help="checkpoint to warm-start from (tensors whose "
                    "names and shapes match)")
     p.add_argument("--seed", type=int, default=0)
@@ -459,6 +463,9 @@ def main(argv=None, prog: str = "python -m models.train") -> int:
         except DataError as e:
             print(f"error: --eval-every needs the val split: {e}", file=sys.stderr)
             return 2
+    if args.restart_ema and not args.resume:
+        print("error: --restart-ema needs --resume", file=sys.stderr)
+        return 2
     try:
         resume = read_checkpoint(args.resume) if args.resume else None
     except CheckpointError as e:
@@ -496,7 +503,7 @@ def main(argv=None, prog: str = "python -m models.train") -> int:
                 model, meta = load_checkpoint(args.resume)
                 start = meta["epoch"]
                 opt_state, sched_state = meta["optimizer"], meta["scheduler"]
-                ema_state = meta.get("ema")
+                ema_state = None if args.restart_ema else meta.get("ema")
                 log = meta.get("log", [])
         if start == 0 and (model is None or model.quant != quant):
             new = build_detector(args.config, quant=quant, decoder_form=args.decoder_form,

@@ -183,6 +183,26 @@ def test_resume_restores_the_ema_state(tmp_path):
         assert torch.equal(v, b.state_dict()[k]), k
 
 
+def test_restart_ema_starts_the_average_from_the_resumed_weights(tmp_path, capsys):
+    """--restart-ema on a resume drops last.pt's EMA: the resumed phase's EMA starts from the
+    raw weights of last.pt (an epoch of 0 remaining iterations leaves exactly those)."""
+    voc = make_voc(tmp_path / "voc")
+    args = ["--config", "small", "--float", "--epochs", "2", "--batch-size", "2", "--ema", "0.9",
+            "--voc-root", str(voc), "--skip-bad", "--threads", "1"]
+    assert train_main(args + ["--out", str(tmp_path / "a")]) == 0
+    raw, _ = load_checkpoint(tmp_path / "a" / "last.pt")
+    ema = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["meta"]["ema"]["state"]
+    assert any(not torch.equal(v, ema[k]) for k, v in raw.state_dict().items()
+               if v.dtype.is_floating_point)
+    assert train_main(args + ["--out", str(tmp_path / "b"), "--restart-ema",
+                              "--resume", str(tmp_path / "a" / "last.pt")]) == 0
+    b, _ = load_checkpoint(tmp_path / "b" / "final.pt")
+    for k, v in raw.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    assert train_main(args + ["--out", str(tmp_path / "c"), "--restart-ema"]) == 2
+    assert "--restart-ema needs --resume" in capsys.readouterr().err
+
+
 def test_qat_ema_averages_the_w4a8_weights_and_resumes(tmp_path):
     """--qat-ema: the W4A8 phase keeps an EMA (activation scales included); final.pt holds the
     EMA state, last.pt carries it, and a resume of the finished run reproduces it."""
