@@ -66,8 +66,9 @@ shipped-checkpoint-256: $(STAMP)
 	    --seed 6 --out runs/s256c
 	$(PY) -c 'from models.detector import strip_checkpoint as s; s("runs/s256c/last.pt", "models/checkpoints/small256_w4a8.pt")'
 	cp runs/s256c/float.pt models/checkpoints/small256_float.pt
-	$(PY) -m models.learning_curve runs/s256:float runs/s256b:float runs/s256c \
-	    --title "small256: float legs, then W4A8" --out docs/img/small256_learning_curve.png
+	$(PY) -m models.learning_curve runs/s256b:float runs/s256c \
+	    --title "small256 legs 2-3: 40 + 40 float epochs (EMA val), then 8 W4A8 epochs" \
+	    --out docs/img/small256_learning_curve.png
 
 ablation: $(STAMP)
 	$(PY) -m models.ablation --config $(or $(CONFIG),small) $(ABLATION_ARGS)

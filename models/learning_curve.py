@@ -99,7 +99,9 @@ def plot_learning_curve(run_dirs, out, title: str | None = None) -> dict:
     """Draw the chained learning curve of ``run_dirs`` into the PNG ``out`` (atomically).
 
     Returns:
-        ``{"epochs": total epochs, "val": [(x, val_map50), ...], "best_val": (x, val) or None}``.
+        ``{"epochs": total epochs, "val": [(x, val_map50), ...], "best_val": (x, val) or None,
+        "loss_scale": "linear" | "log"}``; the loss axis is logarithmic when the largest loss is
+        over 5x the smallest (a fresh network's first epochs would flatten the rest).
     Raises:
         LearningCurveError: see :func:`read_run_log`.
     """
@@ -129,7 +131,10 @@ def plot_learning_curve(run_dirs, out, title: str | None = None) -> dict:
             ax.axvline(bx + 0.5, color="grey", ls="--", lw=0.7)
         ax_loss.text(bx + 1, 1.0, label, transform=ax_loss.get_xaxis_transform(), fontsize=7,
                      rotation=90, va="top", ha="left", color="grey")
-    ax_loss.set_ylabel("loss")
+    losses = [p["loss"] for p in points if p["loss"] > 0]
+    loss_scale = "log" if losses and max(losses) > 5 * min(losses) else "linear"
+    ax_loss.set_yscale(loss_scale)
+    ax_loss.set_ylabel("loss (log scale)" if loss_scale == "log" else "loss")
     ax_loss.legend(fontsize=8, loc="best")
     ax_val.set_ylabel("VOC6 mAP50 (%)")
     ax_val.set_xlabel("epoch (legs chained)")
@@ -145,7 +150,7 @@ def plot_learning_curve(run_dirs, out, title: str | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out, buf.getvalue())
     best = max(val, key=lambda v: v[1]) if val else None
-    return {"epochs": len(points), "val": val, "best_val": best}
+    return {"epochs": len(points), "val": val, "best_val": best, "loss_scale": loss_scale}
 
 
 def main(argv=None, prog: str = "python -m models.learning_curve") -> int:

@@ -47,7 +47,11 @@ def test_plot_writes_png_and_reports_best_val(tmp_path):
     assert res["epochs"] == 7
     assert res["val"] == [(2, 20.2), (4, 20.4), (7, 25.3)]
     assert res["best_val"] == (7, 25.3)
+    assert res["loss_scale"] == "linear"
     assert [p.name for p in out.parent.iterdir()] == ["curve.png"]
+    # a fresh network's first epoch (loss 38 against 3) switches the loss axis to log
+    c = _run(tmp_path, "fresh", [{"phase": "float", "epoch": 1, "loss": 38.0}] + _recs("float", 3, 3.0)[1:])
+    assert plot_learning_curve([c], tmp_path / "fresh.png")["loss_scale"] == "log"
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
