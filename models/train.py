@@ -41,7 +41,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 
 from models.centernet import focal_loss, reg_l1_loss
+from models.data import write_bytes_atomic
 from models.detector import (CONFIGS, DECODER_FORMS, HEAD_FORMS, NUM_CLASSES, CheckpointError,
                              build_detector,
                              count_macs, load_checkpoint, read_checkpoint, save_checkpoint,
@@ -77,14 +77,6 @@ def detection_loss(out: torch.Tensor, tgt: dict) -> tuple[torch.Tensor, dict]:
 def _dist_info():
     ws = int(os.environ.get("WORLD_SIZE", "1"))
     return ws, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
 
 
 def transfer_float_weights(qmodel, fmodel) -> None:
@@ -279,7 +271,7 @@ def run_phase(model, loader, sampler, epochs, lr, device, log, phase, out_dir, a
             if ema is not None:
                 meta["ema"] = {"state": ema.state, "updates": ema.updates}
             save_checkpoint(out_dir / "last.pt", model, meta)
-            _write_json_atomic(out_dir / "train_log.json", log)
+            write_bytes_atomic(out_dir / "train_log.json", json.dumps(log, indent=1).encode())
     if ema is not None:
         ema.copy_to(model)
     return model
@@ -393,6 +385,9 @@ def parse_args(argv=None, prog: str = "python -m models.train"):
 
 def main(argv=None, prog: str = "python -m models.train") -> int:
     args = parse_args(argv, prog)
+    if args.restart_ema and not args.resume:
+        print("error: --restart-ema needs --resume", file=sys.stderr)
+        return 2
     from models.data import DataError
     from models.centernet import VOC6
     from models.voc import VOC_CLASSES, VOCDetection
@@ -463,9 +458,6 @@ def main(argv=None, prog: str = "python -m models.train") -> int:
         except DataError as e:
             print(f"error: --eval-every needs the val split: {e}", file=sys.stderr)
             return 2
-    if args.restart_ema and not args.resume:
-        print("error: --restart-ema needs --resume", file=sys.stderr)
-        return 2
     try:
         resume = read_checkpoint(args.resume) if args.resume else None
     except CheckpointError as e:
